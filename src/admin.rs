@@ -1,0 +1,110 @@
+//! The admin listener (design §8.1): `/healthz`, `/readyz`, `/metrics`. It is meant to stay
+//! on a private address; it exposes state but never a token or a secret.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use serde::Serialize;
+
+use crate::app::App;
+
+#[derive(Serialize)]
+struct Readiness<'a> {
+    ready: bool,
+    config: ConfigState<'a>,
+    providers: Vec<ProviderState<'a>>,
+}
+
+#[derive(Serialize)]
+struct ConfigState<'a> {
+    loaded: bool,
+    main_file: String,
+    accounts_file: String,
+    routes: usize,
+    accounts: usize,
+    upstream: &'a str,
+}
+
+#[derive(Serialize)]
+struct ProviderState<'a> {
+    name: &'a str,
+    issuer: &'a str,
+    enabled: bool,
+    keys: usize,
+    last_refresh: Option<String>,
+    last_error: Option<&'a str>,
+    stale: bool,
+}
+
+fn json(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Answers one admin request.
+pub fn handle<B>(app: &App, req: &Request<B>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            br#"{"error":"method_not_allowed"}"#.to_vec(),
+        );
+    }
+    match req.uri().path() {
+        "/healthz" => json(StatusCode::OK, br#"{"status":"ok"}"#.to_vec()),
+        "/readyz" => readyz(app),
+        "/metrics" => {
+            let mut r = Response::new(Full::new(Bytes::from(app.metrics.render())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        _ => json(StatusCode::NOT_FOUND, br#"{"error":"not_found"}"#.to_vec()),
+    }
+}
+
+fn readyz(app: &App) -> Response<Full<Bytes>> {
+    let snap = app.snapshot();
+    let cfg = &snap.config;
+    let ready = app.ready();
+    let upstream = format!("{}://{}", cfg.upstream.scheme, cfg.upstream.authority);
+    let body = Readiness {
+        ready,
+        config: ConfigState {
+            loaded: true,
+            main_file: cfg.main_file.display().to_string(),
+            accounts_file: cfg.accounts_file.display().to_string(),
+            routes: cfg.routes.len(),
+            accounts: cfg.accounts.len(),
+            upstream: &upstream,
+        },
+        providers: cfg
+            .providers
+            .iter()
+            .map(|p| ProviderState {
+                name: &p.name,
+                issuer: &p.issuer,
+                enabled: p.enabled,
+                keys: 0,
+                last_refresh: None,
+                last_error: None,
+                stale: false,
+            })
+            .collect(),
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(status, serde_json::to_vec(&body).unwrap_or_default())
+}

@@ -1,0 +1,286 @@
+//! The request-path error enums and the one place that maps them to a status code, an
+//! `error` code, a metric reason and a `WWW-Authenticate` challenge (design §7).
+//!
+//! Client-facing descriptions are fixed strings chosen here: they never echo request data,
+//! and never a token.
+
+use http::StatusCode;
+
+use crate::authz::path::PathError;
+
+/// Everything that ends a request before (or instead of) an upstream response.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("bad request path: {0}")]
+    Path(#[from] PathError),
+    #[error("bad request: {0}")]
+    Request(#[from] RequestError),
+    #[error("authentication failed: {0}")]
+    Auth(#[from] AuthError),
+    #[error("access denied: {0}")]
+    Denied(#[from] DenyReason),
+    #[error("upstream failure: {0}")]
+    Upstream(#[from] UpstreamError),
+}
+
+/// Malformed requests (400 `invalid_request`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("more than one Authorization header")]
+    DuplicateAuthorization,
+    #[error("tokens in more than one place")]
+    TokenInTwoPlaces,
+}
+
+/// Authentication failures (401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no token")]
+    MissingToken,
+    #[error("malformed Authorization header")]
+    MalformedAuthorization,
+    #[error("token too large")]
+    TokenTooLarge,
+    #[error("token verification is not available")]
+    VerificationUnavailable,
+}
+
+/// Authorization refusals (403).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DenyReason {
+    #[error("no route matches and unmatched = \"deny\"")]
+    NoRoute,
+}
+
+/// Upstream failures (502 / 504).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect")]
+    Connect,
+    #[error("timed out")]
+    Timeout,
+    #[error("protocol error")]
+    Protocol,
+}
+
+/// The bounded label set of `tollgate_requests_total{decision,reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    // allow
+    Public,
+    Anonymous,
+    // deny
+    BadPath,
+    BadRequest,
+    MissingToken,
+    InvalidToken,
+    NoRoute,
+    // error
+    UpstreamConnect,
+    UpstreamTimeout,
+    UpstreamProtocol,
+}
+
+// === impl Reason ===
+
+impl Reason {
+    pub const ALL: [Reason; 10] = [
+        Reason::Public,
+        Reason::Anonymous,
+        Reason::BadPath,
+        Reason::BadRequest,
+        Reason::MissingToken,
+        Reason::InvalidToken,
+        Reason::NoRoute,
+        Reason::UpstreamConnect,
+        Reason::UpstreamTimeout,
+        Reason::UpstreamProtocol,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Public => "public",
+            Reason::Anonymous => "anonymous",
+            Reason::BadPath => "bad_path",
+            Reason::BadRequest => "bad_request",
+            Reason::MissingToken => "missing_token",
+            Reason::InvalidToken => "invalid_token",
+            Reason::NoRoute => "no_route",
+            Reason::UpstreamConnect => "upstream_connect",
+            Reason::UpstreamTimeout => "upstream_timeout",
+            Reason::UpstreamProtocol => "upstream_protocol",
+        }
+    }
+
+    /// `allow`, `deny` (the client's request was refused) or `error` (we or the upstream failed).
+    pub fn decision(self) -> &'static str {
+        match self {
+            Reason::Public | Reason::Anonymous => "allow",
+            Reason::BadPath
+            | Reason::BadRequest
+            | Reason::MissingToken
+            | Reason::InvalidToken
+            | Reason::NoRoute => "deny",
+            Reason::UpstreamConnect | Reason::UpstreamTimeout | Reason::UpstreamProtocol => "error",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How an error is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: StatusCode,
+    /// The `error` field of the JSON body.
+    pub error: &'static str,
+    pub description: &'static str,
+    pub reason: Reason,
+    pub www_authenticate: Option<&'static str>,
+}
+
+const CHALLENGE: &str = "Bearer realm=\"tollgate\"";
+
+// === impl ProxyError ===
+
+impl ProxyError {
+    /// The one mapping from error to response (no wildcard arms: a new variant must be
+    /// classified here before it compiles).
+    pub fn rejection(&self) -> Rejection {
+        use StatusCode as S;
+        let r = |status, error, description, reason, www_authenticate| Rejection {
+            status,
+            error,
+            description,
+            reason,
+            www_authenticate,
+        };
+        match self {
+            ProxyError::Path(e) => r(
+                S::BAD_REQUEST,
+                "invalid_request",
+                match e {
+                    PathError::NotAbsolute => "the request target must be an absolute path",
+                    PathError::EncodedSlash
+                    | PathError::EncodedBackslash
+                    | PathError::EncodedNul => "the path contains a forbidden encoded character",
+                    PathError::Backslash => "the path contains a backslash",
+                    PathError::InvalidEscape => "the path contains an invalid percent escape",
+                    PathError::ControlCharacter => "the path contains a control character",
+                    PathError::AboveRoot => "the path climbs above the root",
+                    PathError::Semicolon => "path parameters (;) are not allowed",
+                    PathError::DotSegmentParameters => {
+                        "the path contains a dot segment with parameters"
+                    }
+                },
+                Reason::BadPath,
+                None,
+            ),
+            ProxyError::Request(e) => r(
+                S::BAD_REQUEST,
+                "invalid_request",
+                match e {
+                    RequestError::DuplicateAuthorization => "more than one Authorization header",
+                    RequestError::TokenInTwoPlaces => "a token was sent in more than one place",
+                },
+                Reason::BadRequest,
+                None,
+            ),
+            ProxyError::Auth(e) => match e {
+                AuthError::MissingToken => r(
+                    S::UNAUTHORIZED,
+                    "unauthorized",
+                    "a bearer token is required",
+                    Reason::MissingToken,
+                    Some(CHALLENGE),
+                ),
+                AuthError::MalformedAuthorization => r(
+                    S::UNAUTHORIZED,
+                    "invalid_token",
+                    "malformed bearer token",
+                    Reason::InvalidToken,
+                    Some(
+                        "Bearer realm=\"tollgate\", error=\"invalid_token\", error_description=\"malformed bearer token\"",
+                    ),
+                ),
+                AuthError::TokenTooLarge => r(
+                    S::UNAUTHORIZED,
+                    "invalid_token",
+                    "token too large",
+                    Reason::InvalidToken,
+                    Some(
+                        "Bearer realm=\"tollgate\", error=\"invalid_token\", error_description=\"token too large\"",
+                    ),
+                ),
+                AuthError::VerificationUnavailable => r(
+                    S::UNAUTHORIZED,
+                    "invalid_token",
+                    "the token could not be verified",
+                    Reason::InvalidToken,
+                    Some(
+                        "Bearer realm=\"tollgate\", error=\"invalid_token\", error_description=\"the token could not be verified\"",
+                    ),
+                ),
+            },
+            ProxyError::Denied(e) => match e {
+                DenyReason::NoRoute => r(
+                    S::FORBIDDEN,
+                    "access_denied",
+                    "no route allows this request",
+                    Reason::NoRoute,
+                    None,
+                ),
+            },
+            ProxyError::Upstream(e) => match e {
+                UpstreamError::Connect => r(
+                    S::BAD_GATEWAY,
+                    "upstream_unavailable",
+                    "the upstream service is unreachable",
+                    Reason::UpstreamConnect,
+                    None,
+                ),
+                UpstreamError::Timeout => r(
+                    S::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    "the upstream service did not answer in time",
+                    Reason::UpstreamTimeout,
+                    None,
+                ),
+                UpstreamError::Protocol => r(
+                    S::BAD_GATEWAY,
+                    "upstream_error",
+                    "the upstream service failed to answer",
+                    Reason::UpstreamProtocol,
+                    None,
+                ),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_indexed_densely() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+    }
+
+    #[test]
+    fn statuses_follow_the_design_table() {
+        let s = |e: ProxyError| e.rejection().status.as_u16();
+        assert_eq!(s(PathError::EncodedSlash.into()), 400);
+        assert_eq!(s(RequestError::DuplicateAuthorization.into()), 400);
+        assert_eq!(s(AuthError::MissingToken.into()), 401);
+        assert_eq!(s(DenyReason::NoRoute.into()), 403);
+        assert_eq!(s(UpstreamError::Connect.into()), 502);
+        assert_eq!(s(UpstreamError::Timeout.into()), 504);
+        let missing = ProxyError::from(AuthError::MissingToken).rejection();
+        assert_eq!(missing.www_authenticate, Some("Bearer realm=\"tollgate\""));
+    }
+}

@@ -1,0 +1,321 @@
+//! Step 2 and the header part of step 9: pure functions over `HeaderMap` (design §5.1–5.2).
+//!
+//! Order matters: hop-by-hop headers (and those named in `Connection`) go first, then every
+//! variant of an identity header, and only then are our own headers inserted (never
+//! appended), so that neither `Connection: x-auth-account` nor `X_Auth_Account` can remove or
+//! spoof what the upstream trusts.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the older `Proxy-Connection`, `Keep-Alive`,
+/// `Trailer` and `Proxy-Authorization`/`Proxy-Authenticate` from RFC 7230/2616).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
+/// Removes hop-by-hop headers and every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Names listed in Connection (possibly over several header lines, comma-separated).
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Whether the request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`);
+/// returns the `Upgrade` value to re-add after stripping.
+pub fn upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
+    let wants = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if wants {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// Whether `name` (already lower-case, as `http` stores it) is an identity header for the
+/// lower-case `prefix`, reading `_` as `-`.
+pub fn is_identity_header(name: &str, prefix: &str) -> bool {
+    let n = name.as_bytes();
+    let p = prefix.as_bytes();
+    n.len() >= p.len()
+        && n.iter().zip(p).all(|(&a, &b)| {
+            let a = if a == b'_' {
+                b'-'
+            } else {
+                a.to_ascii_lowercase()
+            };
+            a == b
+        })
+}
+
+/// Removes every client-supplied identity header; returns how many header names were removed.
+pub fn strip_identity(headers: &mut HeaderMap, prefix: &str) -> usize {
+    // Common case: nothing to remove, nothing allocated.
+    if !headers
+        .keys()
+        .any(|k| is_identity_header(k.as_str(), prefix))
+    {
+        return 0;
+    }
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| is_identity_header(k.as_str(), prefix))
+        .cloned()
+        .collect();
+    for name in &doomed {
+        headers.remove(name);
+    }
+    doomed.len()
+}
+
+/// Whether `peer` is one of the configured trusted proxies.
+pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
+    let peer = peer.to_canonical();
+    trusted.iter().any(|n| n.contains(&peer))
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Sets `X-Forwarded-For` / `-Proto` / `-Host`. Incoming values are kept (and For appended
+/// to) only when the peer is a trusted proxy; otherwise they are replaced, and the other
+/// client-address headers an upstream might believe (`Forwarded`, `X-Real-IP`) are removed.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    trusted: bool,
+    proto: &'static str,
+    host: Option<HeaderValue>,
+) {
+    let peer = peer.to_canonical();
+    let peer_str = peer.to_string();
+    let xff = if trusted {
+        let prior: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        if prior.is_empty() {
+            peer_str
+        } else {
+            format!("{}, {peer_str}", prior.join(", "))
+        }
+    } else {
+        headers.remove(header::FORWARDED);
+        headers.remove(&X_REAL_IP);
+        peer_str
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        match host {
+            Some(h) => {
+                headers.insert(X_FORWARDED_HOST.clone(), h);
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+}
+
+/// The client's `X-Request-Id` when it is a sane token (1–128 characters of
+/// `A-Z a-z 0-9 - _ . : / + =`), else `None`.
+pub fn client_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut all = headers.get_all(&X_REQUEST_ID).iter();
+    let v = all.next()?;
+    if all.next().is_some() {
+        return None;
+    }
+    let b = v.as_bytes();
+    let sane = (1..=128).contains(&b.len())
+        && b.iter().all(|&c| {
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'=')
+        });
+    sane.then(|| v.clone())
+}
+
+/// Removes a bearer token from `Authorization` (other schemes are left alone).
+pub fn strip_bearer(headers: &mut HeaderMap) {
+    let is_bearer = headers.get_all(header::AUTHORIZATION).iter().any(|v| {
+        v.as_bytes()
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer "))
+    });
+    if is_bearer {
+        headers.remove(header::AUTHORIZATION);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret , x-auth-account"),
+            ("connection", "foo"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("foo", "2"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn identity_headers_match_in_any_case_and_with_underscores() {
+        for n in [
+            "x-auth-account",
+            "x_auth_account",
+            "x-auth_roles",
+            "x_auth-",
+            "x-auth-",
+        ] {
+            assert!(is_identity_header(n, "x-auth-"), "{n}");
+        }
+        for n in ["x-auth", "x-authz", "xauth-account", "accept", "x-au"] {
+            assert!(!is_identity_header(n, "x-auth-"), "{n}");
+        }
+        let mut h = map(&[
+            ("X-Auth-Account", "admin"),
+            ("X_AUTH_ROLES", "admin"),
+            ("x-Auth_Email", "a@b"),
+            ("x-authorization", "keep"),
+            ("accept", "*/*"),
+        ]);
+        assert_eq!(strip_identity(&mut h, "x-auth-"), 3);
+        assert_eq!(h.len(), 2);
+        assert_eq!(strip_identity(&mut h, "x-auth-"), 0);
+    }
+
+    #[test]
+    fn forwarded_headers_from_untrusted_peers_are_replaced() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+        ]);
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        set_forwarded(
+            &mut h,
+            peer,
+            false,
+            "http",
+            Some(HeaderValue::from_static("api.example.com")),
+        );
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+        assert!(!h.contains_key("forwarded"));
+        assert!(!h.contains_key("x-real-ip"));
+    }
+
+    #[test]
+    fn forwarded_headers_from_trusted_peers_are_kept_and_appended() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-for", "5.6.7.8"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "api.example.com"),
+        ]);
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer: IpAddr = "::ffff:10.0.0.9".parse().unwrap();
+        assert!(is_trusted(peer, &trusted));
+        set_forwarded(
+            &mut h,
+            peer,
+            true,
+            "http",
+            Some(HeaderValue::from_static("inner")),
+        );
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+    }
+
+    #[test]
+    fn request_ids_are_kept_only_when_sane() {
+        assert!(client_request_id(&map(&[("x-request-id", "abc-123_x.y")])).is_some());
+        assert!(client_request_id(&map(&[("x-request-id", "a b")])).is_none());
+        assert!(client_request_id(&map(&[("x-request-id", "")])).is_none());
+        assert!(client_request_id(&map(&[("x-request-id", &"a".repeat(129))])).is_none());
+        assert!(client_request_id(&map(&[("x-request-id", "a"), ("x-request-id", "b")])).is_none());
+    }
+
+    #[test]
+    fn upgrade_is_detected_before_stripping() {
+        let h = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert_eq!(upgrade_request(&h).unwrap(), "websocket");
+        assert!(upgrade_request(&map(&[("upgrade", "websocket")])).is_none());
+    }
+
+    #[test]
+    fn only_bearer_authorization_is_stripped() {
+        let mut h = map(&[("authorization", "Bearer abc")]);
+        strip_bearer(&mut h);
+        assert!(h.is_empty());
+        let mut h = map(&[("authorization", "Basic abc")]);
+        strip_bearer(&mut h);
+        assert_eq!(h.len(), 1);
+    }
+}

@@ -1,0 +1,181 @@
+//! Command line: parse arguments, initialise logging, call into the library, map the outcome
+//! to an exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::signal::unix::{SignalKind, signal};
+
+use tollgate::config::{self, Config, DEFAULT_CONFIG_PATH};
+
+#[derive(Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Reverse-proxy authentication sidecar"
+)]
+struct Cli {
+    /// Log format on stdout.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Json)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve: the public proxy listener and the admin listener.
+    Run {
+        /// Main config file.
+        #[arg(short, long, env = "TOLLGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Validate both config files, print a summary or every error (exit 1 on errors).
+    Check {
+        #[arg(short, long, env = "TOLLGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => {
+            init_logging(cli.log_format);
+            run(&config)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TOLLGATE_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(cfg) => {
+            print!("{}", summary(&cfg));
+            println!("{}: configuration OK", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "{}: {} error(s), configuration not valid",
+                path.display(),
+                errors.0.len()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn summary(cfg: &Config) -> String {
+    let mut s = String::new();
+    let tls = if cfg.tls.is_some() { " (TLS)" } else { "" };
+    s.push_str(&format!("listen:    {}{tls}\n", cfg.listen));
+    s.push_str(&format!("admin:     {}\n", cfg.admin_listen));
+    s.push_str(&format!(
+        "upstream:  {}://{}\n",
+        cfg.upstream.scheme, cfg.upstream.authority
+    ));
+    let enabled = cfg.providers.iter().filter(|p| p.enabled).count();
+    s.push_str(&format!(
+        "providers: {} ({enabled} enabled)\n",
+        cfg.providers.len()
+    ));
+    for p in &cfg.providers {
+        let state = if p.enabled { "" } else { " [disabled]" };
+        s.push_str(&format!("  - {} {}{state}\n", p.name, p.issuer));
+    }
+    s.push_str(&format!(
+        "accounts:  {} from {} ({} identity mappings)\n",
+        cfg.accounts.len(),
+        cfg.accounts_file.display(),
+        cfg.identity_mappings.len()
+    ));
+    s.push_str(&format!(
+        "roles:     {}, scopes: {}\n",
+        cfg.roles.len(),
+        cfg.scopes.len()
+    ));
+    s.push_str(&format!("routes:    {}\n", cfg.routes.len()));
+    s
+}
+
+fn run(path: &Path) -> ExitCode {
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!(error = %e, "configuration error");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let app = match tollgate::app::App::new(cfg) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        let running = match tollgate::server::start(app).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return ExitCode::FAILURE;
+        };
+        let sig = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = sig, "shutting down: draining in-flight requests");
+        running.shutdown();
+        running.wait().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,135 @@
+//! Typed recording methods over our own Prometheus registry (design §8.2). Labels are
+//! bounded: they come from enums, never from requests.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::error::{Reason, UpstreamError};
+
+/// All metrics of one process. Cheap to share (`Arc<Metrics>`); survives reloads.
+pub struct Metrics {
+    registry: Registry,
+    /// Indexed by [`Reason::index`].
+    requests: Vec<IntCounter>,
+    request_duration: Histogram,
+    upstream_errors: [IntCounter; 3],
+    identity_headers_stripped: IntCounter,
+    connections_active: IntGauge,
+    connections_refused: IntCounter,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+
+// === impl Metrics ===
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("tollgate".into()), None)?;
+        let requests_vec = IntCounterVec::new(
+            Opts::new("requests_total", "Requests by decision and reason"),
+            &["decision", "reason"],
+        )?;
+        registry.register(Box::new(requests_vec.clone()))?;
+        let requests = Reason::ALL
+            .iter()
+            .map(|r| requests_vec.with_label_values(&[r.decision(), r.as_str()]))
+            .collect();
+        let request_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "request_duration_seconds",
+                "Time from request head to response head",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(request_duration.clone()))?;
+        let upstream_vec = IntCounterVec::new(
+            Opts::new("upstream_errors_total", "Failed upstream requests by kind"),
+            &["kind"],
+        )?;
+        registry.register(Box::new(upstream_vec.clone()))?;
+        let upstream_errors = [
+            upstream_vec.with_label_values(&["connect"]),
+            upstream_vec.with_label_values(&["timeout"]),
+            upstream_vec.with_label_values(&["protocol"]),
+        ];
+        let identity_headers_stripped = IntCounter::new(
+            "identity_headers_stripped_total",
+            "Client-supplied identity headers removed",
+        )?;
+        registry.register(Box::new(identity_headers_stripped.clone()))?;
+        let connections_active = IntGauge::new("connections_active", "Open client connections")?;
+        registry.register(Box::new(connections_active.clone()))?;
+        let connections_refused = IntCounter::new(
+            "connections_refused_total",
+            "Connections closed at accept because max_connections was reached",
+        )?;
+        registry.register(Box::new(connections_refused.clone()))?;
+        let build_info =
+            IntGaugeVec::new(Opts::new("build_info", "Build information"), &["version"])?;
+        registry.register(Box::new(build_info.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Ok(Self {
+            registry,
+            requests,
+            request_duration,
+            upstream_errors,
+            identity_headers_stripped,
+            connections_active,
+            connections_refused,
+        })
+    }
+
+    pub fn request(&self, reason: Reason, seconds: f64) {
+        if let Some(c) = self.requests.get(reason.index()) {
+            c.inc();
+        }
+        self.request_duration.observe(seconds);
+    }
+
+    pub fn upstream_error(&self, e: UpstreamError) {
+        let i = match e {
+            UpstreamError::Connect => 0,
+            UpstreamError::Timeout => 1,
+            UpstreamError::Protocol => 2,
+        };
+        self.upstream_errors[i].inc();
+    }
+
+    pub fn identity_headers_stripped(&self, n: usize) {
+        if n > 0 {
+            self.identity_headers_stripped.inc_by(n as u64);
+        }
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections_active.inc();
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections_active.dec();
+    }
+
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
+    }
+
+    /// The registry for components that register their own metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

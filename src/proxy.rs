@@ -1,0 +1,243 @@
+//! The request pipeline (design §1). [`handle`] is the outer handler: it assigns the request
+//! id, times the request, turns any error into its response and records metrics and the audit
+//! event exactly once. [`authorize_and_forward`] is the inner one and uses `?` at every step.
+
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+use crate::app::App;
+use crate::audit::{self, AuditEvent};
+use crate::auth::extract;
+use crate::authz::{self, Permit, path::canonicalize};
+use crate::error::{ProxyError, Rejection, UpstreamError};
+use crate::headers::{self, X_REQUEST_ID};
+use crate::state::Snapshot;
+
+/// Response body: the upstream's stream, or a small body of our own.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+/// What the server knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// Filled in by the inner handler as it goes, read by the outer one for the audit event.
+#[derive(Default)]
+struct Trace {
+    path: Option<String>,
+    route: Option<usize>,
+}
+
+/// Handles one request on the public listener. Never fails: errors become responses.
+pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    let snap = app.snapshot();
+    let request_id = headers::client_request_id(req.headers()).unwrap_or_else(new_request_id);
+    let method = req.method().clone();
+    let mut trace = Trace::default();
+
+    let (mut resp, reason) =
+        match authorize_and_forward(&app, &snap, conn, req, &request_id, &mut trace).await {
+            Ok((resp, permit)) => (resp, permit.reason()),
+            Err(e) => {
+                if let ProxyError::Upstream(u) = &e {
+                    app.metrics.upstream_error(*u);
+                }
+                tracing::debug!(error = %e, "request refused");
+                let rej = e.rejection();
+                (error_response(&rej, &request_id), rej.reason)
+            }
+        };
+    resp.headers_mut()
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
+
+    let latency = start.elapsed();
+    app.metrics.request(reason, latency.as_secs_f64());
+    audit::record(
+        snap.config.audit,
+        &AuditEvent {
+            request_id: request_id.to_str().unwrap_or(""),
+            client: conn.peer,
+            method: method.as_str(),
+            path: trace.path.as_deref(),
+            route: trace.route,
+            reason,
+            status: resp.status().as_u16(),
+            latency,
+        },
+    );
+    resp
+}
+
+async fn authorize_and_forward(
+    app: &App,
+    snap: &Snapshot,
+    conn: ConnInfo,
+    mut req: Request<Incoming>,
+    request_id: &HeaderValue,
+    trace: &mut Trace,
+) -> Result<(Response<Body>, Permit), ProxyError> {
+    let cfg = &snap.config;
+
+    // 1. Canonical path: matched and forwarded as the same string.
+    let path = canonicalize(req.uri().path(), cfg.paths.allow_semicolons)?;
+    trace.path = Some(path.as_str().to_string());
+
+    // 2. Strip hop-by-hop and client-supplied identity headers, on every path. The upgrade
+    //    wish is read first: `Upgrade` is itself hop-by-hop.
+    let upgrade = headers::upgrade_request(req.headers());
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    let stripped = headers::strip_identity(&mut parts.headers, &cfg.headers.identity_prefix);
+    app.metrics.identity_headers_stripped(stripped);
+
+    // 3. Route.
+    let route = cfg.routes.find(&parts.method, &path);
+    trace.route = route.map(|r| r.index);
+    let mode = authz::auth_mode(route, cfg.unmatched)?;
+
+    // 4–8. Token and decision (public routes never look at a token).
+    let permit = if mode == authz::route::AuthMode::Public {
+        authz::decide(mode, None)?
+    } else {
+        let token = extract::extract(&parts.headers, parts.uri.query(), &cfg.tokens)?;
+        authz::decide(mode, token.as_ref())?
+    };
+
+    // 9. Forward.
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let trusted = headers::is_trusted(conn.peer.ip(), &cfg.headers.trusted_proxies);
+    let proto = if conn.tls { "https" } else { "http" };
+    headers::set_forwarded(
+        &mut parts.headers,
+        conn.peer.ip(),
+        trusted,
+        proto,
+        host.clone(),
+    );
+    if cfg.upstream.preserve_host {
+        if let Some(h) = host {
+            parts.headers.insert(header::HOST, h);
+        }
+    } else if let Ok(h) = HeaderValue::from_str(snap.upstream.authority().as_str()) {
+        parts.headers.insert(header::HOST, h);
+    }
+    if !cfg.upstream.forward_token {
+        headers::strip_bearer(&mut parts.headers);
+    }
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    if let Some(u) = &upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, u.clone());
+    }
+    let query = match (&cfg.tokens.query_param, parts.uri.query()) {
+        (Some(name), Some(q)) => extract::strip_query_param(q, name),
+        (None, Some(q)) => Some(q.to_string()),
+        (_, None) => None,
+    };
+    parts.uri = snap.upstream.uri_for(path.as_str(), query.as_deref())?;
+    parts.version = Version::HTTP_11;
+
+    let mut resp = snap.upstream.send(Request::from_parts(parts, body)).await?;
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(UpstreamError::Protocol.into());
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let up_value = resp.headers().get(header::UPGRADE).cloned();
+        headers::strip_hop_by_hop(resp.headers_mut());
+        if let Some(v) = up_value {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            resp.headers_mut().insert(header::UPGRADE, v);
+        }
+        tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+    } else {
+        headers::strip_hop_by_hop(resp.headers_mut());
+    }
+    Ok((resp.map(Either::Left), permit))
+}
+
+/// Copies bytes both ways between an upgraded client and upstream connection.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "upgraded connection ended");
+    }
+}
+
+#[derive(serde::Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    error_description: &'a str,
+    request_id: &'a str,
+}
+
+/// The JSON error response of design §7.
+pub fn error_response(rej: &Rejection, request_id: &HeaderValue) -> Response<Body> {
+    let body = serde_json::to_vec(&ErrorBody {
+        error: rej.error,
+        error_description: rej.description,
+        request_id: request_id.to_str().unwrap_or(""),
+    })
+    .unwrap_or_default();
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *resp.status_mut() = rej.status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(challenge) = rej.www_authenticate {
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+    }
+    resp
+}
+
+/// A new request id: a per-process random prefix and a counter (unique, not secret).
+fn new_request_id() -> HeaderValue {
+    static PREFIX: LazyLock<u64> = LazyLock::new(|| {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    });
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let s = format!("{:016x}{n:016x}", *PREFIX);
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
