@@ -94,12 +94,12 @@ impl Metrics {
     }
 
     pub fn upstream_error(&self, e: UpstreamError) {
-        let i = match e {
-            UpstreamError::Connect => 0,
-            UpstreamError::Timeout => 1,
-            UpstreamError::Protocol => 2,
-        };
-        self.upstream_errors[i].inc();
+        let [connect, timeout, protocol] = &self.upstream_errors;
+        match e {
+            UpstreamError::Connect => connect.inc(),
+            UpstreamError::Timeout => timeout.inc(),
+            UpstreamError::Protocol => protocol.inc(),
+        }
     }
 
     pub fn identity_headers_stripped(&self, n: usize) {

@@ -5,7 +5,6 @@
 mod io;
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -219,6 +218,7 @@ async fn accept_loop<F, S, B>(
     }
     // Stop accepting: new connections are refused from here on.
     drop(listener);
+    tracing::info!(listener = opts.name, "stopped accepting");
     let deadline = opts.limits.shutdown_timeout;
     if tokio::time::timeout(deadline, graceful.shutdown())
         .await
@@ -234,15 +234,14 @@ async fn accept_loop<F, S, B>(
     }
 }
 
-fn serve_connection<S, B>(
+async fn serve_connection<S, B>(
     stream: TcpStream,
     tls: Option<(TlsAcceptor, Duration)>,
     builder: Arc<Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
     service: S,
     idle: Duration,
-) -> impl Future<Output = ()> + Send
-where
+) where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Send
         + 'static,
@@ -251,36 +250,34 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    async move {
-        let activity = Activity::new();
-        let io = Tracked::new(stream, activity.clone());
-        match tls {
-            None => {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                let conn = watcher.watch(conn.into_owned());
-                tokio::select! {
-                    r = conn => if let Err(e) = r { tracing::debug!(error = %e, "connection error") },
-                    _ = activity.idle(idle) => tracing::debug!("idle timeout"),
-                }
+    let activity = Activity::new();
+    let io = Tracked::new(stream, activity.clone());
+    match tls {
+        None => {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            let conn = watcher.watch(conn.into_owned());
+            tokio::select! {
+                r = conn => if let Err(e) = r { tracing::debug!(error = %e, "connection error") },
+                _ = activity.idle(idle) => tracing::debug!("idle timeout"),
             }
-            Some((acceptor, timeout)) => {
-                let tls = match tokio::time::timeout(timeout, acceptor.accept(io)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!("TLS handshake timed out");
-                        return;
-                    }
-                };
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                let conn = watcher.watch(conn.into_owned());
-                tokio::select! {
-                    r = conn => if let Err(e) = r { tracing::debug!(error = %e, "connection error") },
-                    _ = activity.idle(idle) => tracing::debug!("idle timeout"),
+        }
+        Some((acceptor, timeout)) => {
+            let tls = match tokio::time::timeout(timeout, acceptor.accept(io)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
                 }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            let conn = watcher.watch(conn.into_owned());
+            tokio::select! {
+                r = conn => if let Err(e) = r { tracing::debug!(error = %e, "connection error") },
+                _ = activity.idle(idle) => tracing::debug!("idle timeout"),
             }
         }
     }

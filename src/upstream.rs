@@ -60,8 +60,8 @@ impl UpstreamClient {
     /// The upstream URI for a canonical path and the original query (forwarded unchanged).
     pub fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, UpstreamError> {
         let pq = match query {
-            Some(q) => PathAndQuery::from_maybe_shared(format!("{path}?{q}")),
-            None => PathAndQuery::from_maybe_shared(path.to_string()),
+            Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
+            None => PathAndQuery::try_from(path),
         }
         .map_err(|_| UpstreamError::Protocol)?;
         Uri::builder()

@@ -77,12 +77,15 @@ fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
-const HEX: &[u8; 16] = b"0123456789ABCDEF";
-
 fn push_escaped(out: &mut String, b: u8) {
+    let hex = |n: u8| {
+        char::from_digit(u32::from(n), 16)
+            .unwrap_or('0')
+            .to_ascii_uppercase()
+    };
     out.push('%');
-    out.push(char::from(HEX[usize::from(b >> 4)]));
-    out.push(char::from(HEX[usize::from(b & 0xF)]));
+    out.push(hex(b >> 4));
+    out.push(hex(b & 0xF));
 }
 
 /// Canonicalize the path part of a request target (no query string).
@@ -107,8 +110,7 @@ pub fn canonicalize(raw: &str, allow_semicolons: bool) -> Result<CanonicalPath, 
         seg.clear();
         let sb = raw_seg.as_bytes();
         let mut i = 0;
-        while i < sb.len() {
-            let b = sb[i];
+        while let Some(&b) = sb.get(i) {
             match b {
                 b'%' => {
                     let (Some(h), Some(l)) = (

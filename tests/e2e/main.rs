@@ -1,0 +1,13 @@
+//! End-to-end tests on real sockets (127.0.0.1, port 0), one binary, modules by concern.
+
+mod support;
+
+mod admin;
+mod cli;
+mod errors;
+mod forwarding;
+mod hygiene;
+mod lifecycle;
+mod streaming;
+mod tls;
+mod upgrade;
