@@ -18,7 +18,8 @@ use hyper::body::Incoming;
 use crate::app::App;
 use crate::audit::{self, AuditEvent};
 use crate::auth::extract;
-use crate::authz::{self, Permit, path::canonicalize};
+use crate::authz::path::{CanonicalPath, canonicalize};
+use crate::authz::{self, Permit};
 use crate::error::{ProxyError, Rejection, UpstreamError};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::state::Snapshot;
@@ -36,7 +37,7 @@ pub struct ConnInfo {
 /// Filled in by the inner handler as it goes, read by the outer one for the audit event.
 #[derive(Default)]
 struct Trace {
-    path: Option<String>,
+    path: Option<CanonicalPath>,
     route: Option<usize>,
 }
 
@@ -71,7 +72,7 @@ pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Re
             request_id: request_id.to_str().unwrap_or(""),
             client: conn.peer,
             method: method.as_str(),
-            path: trace.path.as_deref(),
+            path: trace.path.as_ref().map(CanonicalPath::as_str),
             route: trace.route,
             reason,
             status: resp.status().as_u16(),
@@ -92,8 +93,9 @@ async fn authorize_and_forward(
     let cfg = &snap.config;
 
     // 1. Canonical path: matched and forwarded as the same string.
-    let path = canonicalize(req.uri().path(), cfg.paths.allow_semicolons)?;
-    trace.path = Some(path.as_str().to_string());
+    let path: &CanonicalPath = trace
+        .path
+        .insert(canonicalize(req.uri().path(), cfg.paths.allow_semicolons)?);
 
     // 2. Strip hop-by-hop and client-supplied identity headers, on every path. The upgrade
     //    wish is read first: `Upgrade` is itself hop-by-hop.
@@ -105,7 +107,7 @@ async fn authorize_and_forward(
     app.metrics.identity_headers_stripped(stripped);
 
     // 3. Route.
-    let route = cfg.routes.find(&parts.method, &path);
+    let route = cfg.routes.find(&parts.method, path);
     trace.route = route.map(|r| r.index);
     let mode = authz::auth_mode(route, cfg.unmatched)?;
 

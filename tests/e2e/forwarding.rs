@@ -178,3 +178,25 @@ path = "/items/**"
     // `*` is exactly one segment: the second rule applies.
     assert_eq!(get(&gate.url("/items/1/2")).await.status, 401);
 }
+
+#[tokio::test]
+async fn case_insensitive_paths_match_but_forward_the_original_case() {
+    let echo = Echo::start().await;
+    let main = config(
+        &echo.url(),
+        "[paths]\ncase_insensitive_paths = true\n[[routes]]\npath = \"/Admin/**\"\n[[routes]]\npath = \"/**\"\nauth = \"public\"\n",
+    );
+    let gate = Gate::start(&main).await;
+    assert_eq!(get(&gate.url("/ADMIN/x")).await.status, 401);
+    assert_eq!(get(&gate.url("/admin/x")).await.status, 401);
+    let got = get(&gate.url("/Other/X")).await;
+    assert_eq!(got.seen().path(), "/Other/X");
+    // Case-sensitive by default: /ADMIN is not /admin.
+    let main = config(
+        &echo.url(),
+        "[[routes]]\npath = \"/admin/**\"\n[[routes]]\npath = \"/**\"\nauth = \"public\"\n",
+    );
+    let gate = Gate::start(&main).await;
+    assert_eq!(get(&gate.url("/admin/x")).await.status, 401);
+    assert_eq!(get(&gate.url("/ADMIN/x")).await.status, 200);
+}
