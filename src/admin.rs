@@ -31,10 +31,8 @@ struct ProviderState<'a> {
     name: &'a str,
     issuer: &'a str,
     enabled: bool,
-    keys: usize,
-    last_refresh: Option<String>,
-    last_error: Option<&'a str>,
-    stale: bool,
+    #[serde(flatten)]
+    keys: crate::auth::jwks::KeyStatus,
 }
 
 fn json(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
@@ -75,7 +73,7 @@ pub fn handle<B>(app: &App, req: &Request<B>) -> Response<Full<Bytes>> {
 fn readyz(app: &App) -> Response<Full<Bytes>> {
     let snap = app.snapshot();
     let cfg = &snap.config;
-    let ready = app.ready();
+    let ready = snap.ready();
     let upstream = format!("{}://{}", cfg.upstream.scheme, cfg.upstream.authority);
     let body = Readiness {
         ready,
@@ -94,10 +92,11 @@ fn readyz(app: &App) -> Response<Full<Bytes>> {
                 name: &p.name,
                 issuer: &p.issuer,
                 enabled: p.enabled,
-                keys: 0,
-                last_refresh: None,
-                last_error: None,
-                stale: false,
+                keys: snap
+                    .verifier
+                    .provider(&p.name)
+                    .map(|v| v.keys.status())
+                    .unwrap_or_default(),
             })
             .collect(),
     };

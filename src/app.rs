@@ -4,6 +4,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::auth::cache::TokenCache;
+use crate::auth::fetch::HttpFetcher;
+use crate::auth::jwks::{Fetcher, KeyRegistry};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::state::Snapshot;
@@ -21,17 +24,32 @@ pub enum AppError {
 pub struct App {
     snapshot: ArcSwap<Snapshot>,
     pub metrics: Metrics,
+    pub keys: KeyRegistry,
+    pub token_cache: TokenCache,
 }
 
 // === impl App ===
 
 impl App {
+    /// Builds the application; must run inside a tokio runtime (key caches start their
+    /// background refresh here, without waiting for any identity provider).
     pub fn new(config: Config) -> Result<Arc<Self>, AppError> {
         install_crypto_provider();
-        let snapshot = Snapshot::compile(config)?;
+        Self::with_fetcher(config, Arc::new(HttpFetcher::new()?))
+    }
+
+    /// Like [`App::new`] with another key fetcher (tests).
+    pub fn with_fetcher(config: Config, fetcher: Arc<dyn Fetcher>) -> Result<Arc<Self>, AppError> {
+        install_crypto_provider();
+        let metrics = Metrics::new()?;
+        let keys = KeyRegistry::new(fetcher);
+        let token_cache = TokenCache::new(config.tokens.cache_max_entries);
+        let snapshot = Snapshot::compile(config, &keys, &metrics)?;
         Ok(Arc::new(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
-            metrics: Metrics::new()?,
+            metrics,
+            keys,
+            token_cache,
         }))
     }
 
@@ -41,13 +59,14 @@ impl App {
     }
 
     /// Whether the service can take traffic: config loaded and every enabled provider has
-    /// keys. Key fetching is not built yet, so any enabled provider means "not ready".
+    /// usable keys.
     pub fn ready(&self) -> bool {
-        !self.snapshot().config.providers.iter().any(|p| p.enabled)
+        self.snapshot.load().ready()
     }
 }
 
 /// Installs aws-lc-rs as the process-wide rustls provider (idempotent).
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
 }

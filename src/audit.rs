@@ -15,6 +15,8 @@ pub struct AuditEvent<'a> {
     /// Canonical path (absent when the path was rejected).
     pub path: Option<&'a str>,
     pub route: Option<usize>,
+    pub provider: Option<&'a str>,
+    pub subject: Option<&'a str>,
     pub reason: Reason,
     pub status: u16,
     pub latency: Duration,
@@ -35,6 +37,8 @@ pub fn record(mode: AuditMode, ev: &AuditEvent<'_>) {
         method = ev.method,
         path = ev.path.unwrap_or(""),
         route = ev.route.map(|r| r as i64).unwrap_or(-1),
+        provider = ev.provider.unwrap_or(""),
+        subject = ev.subject.unwrap_or(""),
         decision = ev.reason.decision(),
         reason = ev.reason.as_str(),
         status = ev.status,

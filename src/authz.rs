@@ -5,7 +5,7 @@
 pub mod path;
 pub mod route;
 
-use crate::auth::Token;
+use crate::auth::verify::VerifiedToken;
 use crate::config::Unmatched;
 use crate::error::{AuthError, DenyReason, ProxyError, Reason};
 use route::{AuthMode, Route};
@@ -33,9 +33,16 @@ pub fn auth_mode(route: Option<&Route>, unmatched: Unmatched) -> Result<AuthMode
     }
 }
 
-/// The decision for a request. Token verification is not wired in yet: a token on a
-/// non-public route cannot be verified and is refused (401).
-pub fn decide(mode: AuthMode, token: Option<&Token<'_>>) -> Result<Permit, ProxyError> {
+/// The decision for a request, given its route and its verified token (if any).
+///
+/// Identity resolution and permissions are not built yet: a verified token is enough for a
+/// route without `permissions`; a route that requires permissions refuses (403) until they
+/// can be derived.
+pub fn decide(
+    route: Option<&Route>,
+    mode: AuthMode,
+    token: Option<&VerifiedToken>,
+) -> Result<Permit, ProxyError> {
     match (mode, token) {
         (AuthMode::Public, _) => Ok(Permit {
             reason: Reason::Public,
@@ -44,8 +51,18 @@ pub fn decide(mode: AuthMode, token: Option<&Token<'_>>) -> Result<Permit, Proxy
             reason: Reason::Anonymous,
         }),
         (AuthMode::Required, None) => Err(AuthError::MissingToken.into()),
-        (AuthMode::Optional | AuthMode::Required, Some(_)) => {
-            Err(AuthError::VerificationUnavailable.into())
+        (AuthMode::Optional | AuthMode::Required, Some(t)) => {
+            if let Some(r) = route {
+                if !r.providers.is_empty() && !r.providers.contains(&t.provider) {
+                    return Err(DenyReason::ProviderNotAllowed.into());
+                }
+                if !r.permissions.is_empty() {
+                    return Err(DenyReason::InsufficientPermissions.into());
+                }
+            }
+            Ok(Permit {
+                reason: Reason::Authenticated,
+            })
         }
     }
 }
@@ -69,15 +86,15 @@ mod tests {
     #[test]
     fn decisions_without_verification() {
         assert_eq!(
-            decide(AuthMode::Public, None).unwrap().reason(),
+            decide(None, AuthMode::Public, None).unwrap().reason(),
             Reason::Public
         );
         assert_eq!(
-            decide(AuthMode::Optional, None).unwrap().reason(),
+            decide(None, AuthMode::Optional, None).unwrap().reason(),
             Reason::Anonymous
         );
         assert!(matches!(
-            decide(AuthMode::Required, None),
+            decide(None, AuthMode::Required, None),
             Err(ProxyError::Auth(AuthError::MissingToken))
         ));
     }

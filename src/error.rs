@@ -41,8 +41,34 @@ pub enum AuthError {
     MalformedAuthorization,
     #[error("token too large")]
     TokenTooLarge,
-    #[error("token verification is not available")]
-    VerificationUnavailable,
+    #[error("malformed token")]
+    Malformed,
+    #[error("algorithm not accepted")]
+    UnsupportedAlgorithm,
+    #[error("critical header")]
+    CriticalHeader,
+    #[error("token type not accepted")]
+    WrongType,
+    #[error("issuer not accepted")]
+    UnknownIssuer,
+    #[error("signing key not found")]
+    UnknownKey,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("expired")]
+    Expired,
+    #[error("not yet valid")]
+    NotYetValid,
+    #[error("audience not accepted")]
+    WrongAudience,
+    #[error("required claim missing")]
+    MissingClaim,
+    #[error("claim with a wrong type")]
+    InvalidClaim,
+    #[error("lifetime too long")]
+    LifetimeTooLong,
+    #[error("provider keys unavailable")]
+    KeysUnavailable,
 }
 
 /// Authorization refusals (403).
@@ -50,6 +76,10 @@ pub enum AuthError {
 pub enum DenyReason {
     #[error("no route matches and unmatched = \"deny\"")]
     NoRoute,
+    #[error("the route does not accept tokens from this provider")]
+    ProviderNotAllowed,
+    #[error("the route requires permissions")]
+    InsufficientPermissions,
 }
 
 /// Upstream failures (502 / 504).
@@ -69,13 +99,21 @@ pub enum Reason {
     // allow
     Public,
     Anonymous,
+    Authenticated,
     // deny
     BadPath,
     BadRequest,
     MissingToken,
     InvalidToken,
+    UnknownIssuer,
+    UnknownKey,
+    BadSignature,
+    Expired,
     NoRoute,
+    ProviderNotAllowed,
+    InsufficientPermissions,
     // error
+    KeysUnavailable,
     UpstreamConnect,
     UpstreamTimeout,
     UpstreamProtocol,
@@ -84,14 +122,22 @@ pub enum Reason {
 // === impl Reason ===
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 18] = [
         Reason::Public,
         Reason::Anonymous,
+        Reason::Authenticated,
         Reason::BadPath,
         Reason::BadRequest,
         Reason::MissingToken,
         Reason::InvalidToken,
+        Reason::UnknownIssuer,
+        Reason::UnknownKey,
+        Reason::BadSignature,
+        Reason::Expired,
         Reason::NoRoute,
+        Reason::ProviderNotAllowed,
+        Reason::InsufficientPermissions,
+        Reason::KeysUnavailable,
         Reason::UpstreamConnect,
         Reason::UpstreamTimeout,
         Reason::UpstreamProtocol,
@@ -101,11 +147,19 @@ impl Reason {
         match self {
             Reason::Public => "public",
             Reason::Anonymous => "anonymous",
+            Reason::Authenticated => "authenticated",
             Reason::BadPath => "bad_path",
             Reason::BadRequest => "bad_request",
             Reason::MissingToken => "missing_token",
             Reason::InvalidToken => "invalid_token",
+            Reason::UnknownIssuer => "unknown_issuer",
+            Reason::UnknownKey => "unknown_key",
+            Reason::BadSignature => "bad_signature",
+            Reason::Expired => "expired",
             Reason::NoRoute => "no_route",
+            Reason::ProviderNotAllowed => "provider_not_allowed",
+            Reason::InsufficientPermissions => "insufficient_permissions",
+            Reason::KeysUnavailable => "keys_unavailable",
             Reason::UpstreamConnect => "upstream_connect",
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::UpstreamProtocol => "upstream_protocol",
@@ -115,13 +169,22 @@ impl Reason {
     /// `allow`, `deny` (the client's request was refused) or `error` (we or the upstream failed).
     pub fn decision(self) -> &'static str {
         match self {
-            Reason::Public | Reason::Anonymous => "allow",
+            Reason::Public | Reason::Anonymous | Reason::Authenticated => "allow",
             Reason::BadPath
             | Reason::BadRequest
             | Reason::MissingToken
             | Reason::InvalidToken
-            | Reason::NoRoute => "deny",
-            Reason::UpstreamConnect | Reason::UpstreamTimeout | Reason::UpstreamProtocol => "error",
+            | Reason::UnknownIssuer
+            | Reason::UnknownKey
+            | Reason::BadSignature
+            | Reason::Expired
+            | Reason::NoRoute
+            | Reason::ProviderNotAllowed
+            | Reason::InsufficientPermissions => "deny",
+            Reason::KeysUnavailable
+            | Reason::UpstreamConnect
+            | Reason::UpstreamTimeout
+            | Reason::UpstreamProtocol => "error",
         }
     }
 
@@ -139,9 +202,22 @@ pub struct Rejection {
     pub description: &'static str,
     pub reason: Reason,
     pub www_authenticate: Option<&'static str>,
+    /// `Retry-After` seconds, for 503.
+    pub retry_after: Option<&'static str>,
 }
 
 const CHALLENGE: &str = "Bearer realm=\"tollgate\"";
+
+/// The `invalid_token` challenge with a fixed description.
+macro_rules! challenge {
+    ($d:literal) => {
+        concat!(
+            "Bearer realm=\"tollgate\", error=\"invalid_token\", error_description=\"",
+            $d,
+            "\""
+        )
+    };
+}
 
 // === impl ProxyError ===
 
@@ -156,6 +232,15 @@ impl ProxyError {
             description,
             reason,
             www_authenticate,
+            retry_after: None,
+        };
+        let invalid = |description: &'static str, challenge: &'static str, reason| Rejection {
+            status: S::UNAUTHORIZED,
+            error: "invalid_token",
+            description,
+            reason,
+            www_authenticate: Some(challenge),
+            retry_after: None,
         };
         match self {
             ProxyError::Path(e) => r(
@@ -196,33 +281,84 @@ impl ProxyError {
                     Reason::MissingToken,
                     Some(CHALLENGE),
                 ),
-                AuthError::MalformedAuthorization => r(
-                    S::UNAUTHORIZED,
-                    "invalid_token",
-                    "malformed bearer token",
+                AuthError::MalformedAuthorization | AuthError::Malformed => invalid(
+                    "malformed token",
+                    challenge!("malformed token"),
                     Reason::InvalidToken,
-                    Some(
-                        "Bearer realm=\"tollgate\", error=\"invalid_token\", error_description=\"malformed bearer token\"",
-                    ),
                 ),
-                AuthError::TokenTooLarge => r(
-                    S::UNAUTHORIZED,
-                    "invalid_token",
+                AuthError::TokenTooLarge => invalid(
                     "token too large",
+                    challenge!("token too large"),
                     Reason::InvalidToken,
-                    Some(
-                        "Bearer realm=\"tollgate\", error=\"invalid_token\", error_description=\"token too large\"",
-                    ),
                 ),
-                AuthError::VerificationUnavailable => r(
-                    S::UNAUTHORIZED,
-                    "invalid_token",
-                    "the token could not be verified",
+                AuthError::UnsupportedAlgorithm => invalid(
+                    "token algorithm not accepted",
+                    challenge!("token algorithm not accepted"),
                     Reason::InvalidToken,
-                    Some(
-                        "Bearer realm=\"tollgate\", error=\"invalid_token\", error_description=\"the token could not be verified\"",
-                    ),
                 ),
+                AuthError::CriticalHeader => invalid(
+                    "token has an unsupported critical header",
+                    challenge!("token has an unsupported critical header"),
+                    Reason::InvalidToken,
+                ),
+                AuthError::WrongType => invalid(
+                    "token type not accepted",
+                    challenge!("token type not accepted"),
+                    Reason::InvalidToken,
+                ),
+                AuthError::UnknownIssuer => invalid(
+                    "token issuer not accepted",
+                    challenge!("token issuer not accepted"),
+                    Reason::UnknownIssuer,
+                ),
+                AuthError::UnknownKey => invalid(
+                    "token signing key not found",
+                    challenge!("token signing key not found"),
+                    Reason::UnknownKey,
+                ),
+                AuthError::BadSignature => invalid(
+                    "token signature invalid",
+                    challenge!("token signature invalid"),
+                    Reason::BadSignature,
+                ),
+                AuthError::Expired => invalid(
+                    "token expired",
+                    challenge!("token expired"),
+                    Reason::Expired,
+                ),
+                AuthError::NotYetValid => invalid(
+                    "token not yet valid",
+                    challenge!("token not yet valid"),
+                    Reason::InvalidToken,
+                ),
+                AuthError::WrongAudience => invalid(
+                    "token audience not accepted",
+                    challenge!("token audience not accepted"),
+                    Reason::InvalidToken,
+                ),
+                AuthError::MissingClaim => invalid(
+                    "token lacks a required claim",
+                    challenge!("token lacks a required claim"),
+                    Reason::InvalidToken,
+                ),
+                AuthError::InvalidClaim => invalid(
+                    "token claim has an invalid type",
+                    challenge!("token claim has an invalid type"),
+                    Reason::InvalidToken,
+                ),
+                AuthError::LifetimeTooLong => invalid(
+                    "token lifetime too long",
+                    challenge!("token lifetime too long"),
+                    Reason::InvalidToken,
+                ),
+                AuthError::KeysUnavailable => Rejection {
+                    status: S::SERVICE_UNAVAILABLE,
+                    error: "temporarily_unavailable",
+                    description: "the token issuer's keys are not available yet",
+                    reason: Reason::KeysUnavailable,
+                    www_authenticate: None,
+                    retry_after: Some("5"),
+                },
             },
             ProxyError::Denied(e) => match e {
                 DenyReason::NoRoute => r(
@@ -231,6 +367,20 @@ impl ProxyError {
                     "no route allows this request",
                     Reason::NoRoute,
                     None,
+                ),
+                DenyReason::ProviderNotAllowed => r(
+                    S::FORBIDDEN,
+                    "access_denied",
+                    "tokens from this issuer are not accepted here",
+                    Reason::ProviderNotAllowed,
+                    None,
+                ),
+                DenyReason::InsufficientPermissions => r(
+                    S::FORBIDDEN,
+                    "insufficient_scope",
+                    "the token does not grant the permissions this route requires",
+                    Reason::InsufficientPermissions,
+                    Some("Bearer realm=\"tollgate\", error=\"insufficient_scope\""),
                 ),
             },
             ProxyError::Upstream(e) => match e {

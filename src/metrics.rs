@@ -2,8 +2,8 @@
 //! bounded: they come from enums, never from requests.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::error::{Reason, UpstreamError};
@@ -18,6 +18,24 @@ pub struct Metrics {
     identity_headers_stripped: IntCounter,
     connections_active: IntGauge,
     connections_refused: IntCounter,
+    auth_duration: Histogram,
+    token_cache_hits: IntCounter,
+    token_cache_misses: IntCounter,
+    jwks_fetch: IntCounterVec,
+    jwks_keys: IntGaugeVec,
+    jwks_last_success: GaugeVec,
+    jwks_stale: IntGaugeVec,
+}
+
+/// The key-cache metrics of one provider (labels resolved once).
+#[derive(Clone)]
+pub struct JwksMetrics {
+    pub success: IntCounter,
+    pub not_modified: IntCounter,
+    pub error: IntCounter,
+    pub keys: IntGauge,
+    pub last_success: Gauge,
+    pub stale: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -75,8 +93,55 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let auth_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "auth_duration_seconds",
+                "Time spent verifying the token (including waits for keys)",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(auth_duration.clone()))?;
+        let token_cache_hits =
+            IntCounter::new("token_cache_hits_total", "Verified-token cache hits")?;
+        registry.register(Box::new(token_cache_hits.clone()))?;
+        let token_cache_misses =
+            IntCounter::new("token_cache_misses_total", "Verified-token cache misses")?;
+        registry.register(Box::new(token_cache_misses.clone()))?;
+        let jwks_fetch = IntCounterVec::new(
+            Opts::new("jwks_fetch_total", "Key set fetches by provider and result"),
+            &["provider", "result"],
+        )?;
+        registry.register(Box::new(jwks_fetch.clone()))?;
+        let jwks_keys = IntGaugeVec::new(
+            Opts::new("jwks_keys", "Usable keys in the current key set"),
+            &["provider"],
+        )?;
+        registry.register(Box::new(jwks_keys.clone()))?;
+        let jwks_last_success = GaugeVec::new(
+            Opts::new(
+                "jwks_last_success_timestamp_seconds",
+                "Unix time of the last successful key set fetch",
+            ),
+            &["provider"],
+        )?;
+        registry.register(Box::new(jwks_last_success.clone()))?;
+        let jwks_stale = IntGaugeVec::new(
+            Opts::new(
+                "jwks_stale",
+                "1 while the last fetch failed and the previous key set is being served",
+            ),
+            &["provider"],
+        )?;
+        registry.register(Box::new(jwks_stale.clone()))?;
         Ok(Self {
             registry,
+            auth_duration,
+            token_cache_hits,
+            token_cache_misses,
+            jwks_fetch,
+            jwks_keys,
+            jwks_last_success,
+            jwks_stale,
             requests,
             request_duration,
             upstream_errors,
@@ -118,6 +183,32 @@ impl Metrics {
 
     pub fn connection_refused(&self) {
         self.connections_refused.inc();
+    }
+
+    /// Metric handles for one provider's key cache.
+    pub fn jwks(&self, provider: &str) -> JwksMetrics {
+        JwksMetrics {
+            success: self.jwks_fetch.with_label_values(&[provider, "success"]),
+            not_modified: self
+                .jwks_fetch
+                .with_label_values(&[provider, "not_modified"]),
+            error: self.jwks_fetch.with_label_values(&[provider, "error"]),
+            keys: self.jwks_keys.with_label_values(&[provider]),
+            last_success: self.jwks_last_success.with_label_values(&[provider]),
+            stale: self.jwks_stale.with_label_values(&[provider]),
+        }
+    }
+
+    pub fn token_cache(&self, hit: bool) {
+        if hit {
+            self.token_cache_hits.inc();
+        } else {
+            self.token_cache_misses.inc();
+        }
+    }
+
+    pub fn auth_duration(&self, seconds: f64) {
+        self.auth_duration.observe(seconds);
     }
 
     /// The registry for components that register their own metrics.

@@ -39,6 +39,8 @@ pub struct ConnInfo {
 struct Trace {
     path: Option<CanonicalPath>,
     route: Option<usize>,
+    provider: Option<String>,
+    subject: Option<String>,
 }
 
 /// Handles one request on the public listener. Never fails: errors become responses.
@@ -74,6 +76,8 @@ pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Re
             method: method.as_str(),
             path: trace.path.as_ref().map(CanonicalPath::as_str),
             route: trace.route,
+            provider: trace.provider.as_deref(),
+            subject: trace.subject.as_deref(),
             reason,
             status: resp.status().as_u16(),
             latency,
@@ -113,10 +117,25 @@ async fn authorize_and_forward(
 
     // 4–8. Token and decision (public routes never look at a token).
     let permit = if mode == authz::route::AuthMode::Public {
-        authz::decide(mode, None)?
+        authz::decide(route, mode, None)?
     } else {
-        let token = extract::extract(&parts.headers, parts.uri.query(), &cfg.tokens)?;
-        authz::decide(mode, token.as_ref())?
+        let verified = match extract::extract(&parts.headers, parts.uri.query(), &cfg.tokens)? {
+            None => None,
+            Some(token) => {
+                let started = Instant::now();
+                let result = snap
+                    .verifier
+                    .verify(token.expose(), &app.token_cache, cfg.tokens.cache_max_ttl)
+                    .await;
+                app.metrics.auth_duration(started.elapsed().as_secs_f64());
+                let (v, hit) = result?;
+                app.metrics.token_cache(hit);
+                trace.provider = Some(v.provider.clone());
+                trace.subject = Some(v.subject.clone());
+                Some(v)
+            }
+        };
+        authz::decide(route, mode, verified.as_deref())?
     };
 
     // 9. Forward.

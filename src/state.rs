@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
+use crate::auth::jwks::KeyRegistry;
+use crate::auth::verify::{ProviderVerifier, Verifier};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::tls::TlsError;
 use crate::upstream::UpstreamClient;
 
@@ -11,6 +14,7 @@ use crate::upstream::UpstreamClient;
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub upstream: UpstreamClient,
+    pub verifier: Verifier,
 }
 
 // === impl Snapshot ===
@@ -18,11 +22,35 @@ pub struct Snapshot {
 impl Snapshot {
     /// Compiles a snapshot. Fails only on material that validation cannot check without
     /// reading it (the upstream CA file).
-    pub fn compile(config: Config) -> Result<Self, TlsError> {
+    pub fn compile(
+        config: Config,
+        keys: &KeyRegistry,
+        metrics: &Metrics,
+    ) -> Result<Self, TlsError> {
         let upstream = UpstreamClient::new(&config.upstream)?;
+        let caches = keys.sync(&config.providers, metrics);
+        let verifier = Verifier::new(
+            config
+                .providers
+                .iter()
+                .filter_map(|p| {
+                    caches
+                        .get(&p.name)
+                        .map(|k| ProviderVerifier::new(p.clone(), k.clone()))
+                })
+                .collect(),
+        );
         Ok(Self {
             config: Arc::new(config),
             upstream,
+            verifier,
         })
+    }
+
+    /// Ready when every enabled provider has usable keys.
+    pub fn ready(&self) -> bool {
+        self.verifier
+            .providers()
+            .all(|p| !p.config.enabled || p.keys.current().is_some())
     }
 }
