@@ -247,6 +247,9 @@ pub fn error_response(rej: &Rejection, request_id: &HeaderValue) -> Response<Bod
             HeaderValue::from_static(challenge),
         );
     }
+    if let Some(secs) = rej.retry_after {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
+    }
     resp
 }
 

@@ -368,10 +368,15 @@ struct FetchCtx {
     etag: Option<String>,
 }
 
+/// Outcome of a fetch, published to everyone waiting for it.
+type Outcome = Option<Result<Option<Duration>, String>>;
+
 #[derive(Default)]
 struct Refetch {
+    /// Start of the last fetch triggered by an unknown kid (the rate limit).
     last_started: Option<Instant>,
-    inflight: Option<watch::Receiver<bool>>,
+    /// The fetch in flight, if any (background or kid-triggered): joined, never duplicated.
+    inflight: Option<watch::Receiver<Outcome>>,
     unknown: HashMap<String, Instant>,
 }
 
@@ -429,7 +434,10 @@ impl ProviderKeys {
             status: Mutex::new(StatusInner::default()),
             metrics,
         });
-        tokio::spawn(refresh_loop(Arc::downgrade(&this)));
+        // The first fetch is in flight before anyone can look up a key, so early requests
+        // join it instead of spending the unknown-kid refetch budget.
+        let first = this.join_or_start(Instant::now(), false);
+        tokio::spawn(refresh_loop(Arc::downgrade(&this), first));
         this
     }
 
@@ -464,8 +472,9 @@ impl ProviderKeys {
                 .get(k)
                 .is_some_and(|t| now.duration_since(*t) < self.timing.min_refetch_interval)
         });
-        if !remembered && let Some(mut done) = self.start_refetch(now) {
-            let _ = tokio::time::timeout(self.timing.kid_wait, done.wait_for(|d| *d)).await;
+        if !remembered && let Some(mut done) = self.join_or_start(now, true) {
+            let _ =
+                tokio::time::timeout(self.timing.kid_wait, done.wait_for(Option::is_some)).await;
         }
         match self.current() {
             None => Lookup::Unavailable,
@@ -493,29 +502,36 @@ impl ProviderKeys {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Joins the refetch in flight, or starts one unless one started within
+    /// Joins the fetch in flight, or starts one. A fetch for an unknown kid
+    /// (`kid_triggered`) is refused when another such fetch started within
     /// `min_refetch_interval`. The fetch runs in its own task: a caller that gives up does
     /// not cancel it.
-    fn start_refetch(self: &Arc<Self>, now: Instant) -> Option<watch::Receiver<bool>> {
+    fn join_or_start(
+        self: &Arc<Self>,
+        now: Instant,
+        kid_triggered: bool,
+    ) -> Option<watch::Receiver<Outcome>> {
         let mut r = self.lock_refetch();
         if let Some(rx) = &r.inflight
-            && !*rx.borrow()
+            && rx.borrow().is_none()
         {
             return Some(rx.clone());
         }
-        if r.last_started
-            .is_some_and(|t| now.duration_since(t) < self.timing.min_refetch_interval)
-        {
-            return None;
+        if kid_triggered {
+            if r.last_started
+                .is_some_and(|t| now.duration_since(t) < self.timing.min_refetch_interval)
+            {
+                return None;
+            }
+            r.last_started = Some(now);
         }
-        r.last_started = Some(now);
-        let (tx, rx) = watch::channel(false);
+        let (tx, rx) = watch::channel(None);
         r.inflight = Some(rx.clone());
         drop(r);
         let this = self.clone();
         tokio::spawn(async move {
-            let _ = this.fetch_now().await;
-            let _ = tx.send(true);
+            let outcome = this.fetch_now().await;
+            let _ = tx.send(Some(outcome));
         });
         Some(rx)
     }
@@ -651,11 +667,22 @@ fn jitter(d: Duration) -> Duration {
 }
 
 /// The background refresh of one provider; ends when the cache is dropped.
-async fn refresh_loop(weak: Weak<ProviderKeys>) {
+async fn refresh_loop(weak: Weak<ProviderKeys>, first: Option<watch::Receiver<Outcome>>) {
     let mut backoff = INITIAL_BACKOFF;
+    let mut first = first;
     loop {
         let Some(this) = weak.upgrade() else { return };
-        let wait = match this.fetch_now().await {
+        let fetch = first
+            .take()
+            .or_else(|| this.join_or_start(Instant::now(), false));
+        let outcome = match fetch {
+            Some(mut rx) => match rx.wait_for(Option::is_some).await {
+                Ok(v) => v.clone().unwrap_or(Err("fetch abandoned".into())),
+                Err(_) => Err("fetch abandoned".into()),
+            },
+            None => Err("fetch not started".into()),
+        };
+        let wait = match outcome {
             Ok(max_age) => {
                 backoff = INITIAL_BACKOFF;
                 this.refresh_interval(max_age)
@@ -987,6 +1014,25 @@ mod tests {
             Lookup::Found(_)
         ));
         assert_eq!(fake.count(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_during_the_first_fetch_join_it_without_using_the_refetch_budget() {
+        let fake = Fake::new(|_, _| ok(jwks(&[rsa_jwk("a", 1)]), None, None));
+        let keys = ProviderKeys::start("t", source(), timing(), fake.clone(), metrics());
+        // No settling: the background fetch is still starting.
+        assert!(matches!(
+            keys.lookup(Some("a"), Algorithm::RS256).await,
+            Lookup::Found(_)
+        ));
+        assert_eq!(fake.count(), 1);
+        // A key rotated right away is still found: the budget was not spent above.
+        fake.set(|_, _| ok(jwks(&[rsa_jwk("a", 1), rsa_jwk("b", 2)]), None, None));
+        assert!(matches!(
+            keys.lookup(Some("b"), Algorithm::RS256).await,
+            Lookup::Found(_)
+        ));
+        assert_eq!(fake.count(), 2);
     }
 
     #[tokio::test(start_paused = true)]

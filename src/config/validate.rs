@@ -354,7 +354,7 @@ fn main_config(
         max_header_bytes: cx.int(
             &p.key("max_header_bytes"),
             l.max_header_bytes,
-            16 * 1024,
+            32 * 1024,
             8192,
             1 << 20,
         ) as usize,
@@ -1179,7 +1179,7 @@ mod tests {
         assert_eq!(c.accounts_file, Path::new("t/accounts.toml"));
         assert_eq!(c.unmatched, Unmatched::Authenticated);
         assert_eq!(c.headers.identity_prefix, "x-auth-");
-        assert_eq!(c.limits.max_header_bytes, 16384);
+        assert_eq!(c.limits.max_header_bytes, 32768);
         assert!(c.upstream.preserve_host);
         assert!(!c.upstream.forward_token);
     }

@@ -109,7 +109,7 @@ async fn slow_headers_are_cut_off_at_the_header_timeout() {
 async fn oversized_header_sections_answer_431() {
     let echo = Echo::start().await;
     let gate = Gate::start(&config(&echo.url(), ROUTES)).await;
-    let big = "a".repeat(20 * 1024);
+    let big = "a".repeat(40 * 1024);
     let req = format!("GET /public/x HTTP/1.1\r\nHost: h\r\nX-Big: {big}\r\n\r\n");
     let resp = raw(gate.addr, req.as_bytes()).await;
     assert!(

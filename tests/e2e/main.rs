@@ -1,5 +1,6 @@
 //! End-to-end tests on real sockets (127.0.0.1, port 0), one binary, modules by concern.
 
+mod idp;
 mod support;
 
 mod admin;
@@ -7,7 +8,9 @@ mod cli;
 mod errors;
 mod forwarding;
 mod hygiene;
+mod jwks_faults;
 mod lifecycle;
 mod streaming;
 mod tls;
+mod tokens;
 mod upgrade;
