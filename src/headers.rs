@@ -182,9 +182,53 @@ pub fn strip_bearer(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes the cookie `name` from every `Cookie` header, keeping the others.
+pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    let has = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(';')
+                .any(|p| p.trim().split('=').next() == Some(name))
+        });
+    if !has {
+        return;
+    }
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && p.split('=').next() != Some(name))
+        .map(str::to_string)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_cookie_is_removed_and_others_kept() {
+        let mut h = map(&[("cookie", "a=1; tg=secret"), ("cookie", "b=2")]);
+        strip_cookie(&mut h, "tg");
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2");
+        let mut h = map(&[("cookie", "tg=secret")]);
+        strip_cookie(&mut h, "tg");
+        assert!(h.is_empty());
+        let mut h = map(&[("cookie", "tgx=1")]);
+        strip_cookie(&mut h, "tg");
+        assert_eq!(h["cookie"], "tgx=1");
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

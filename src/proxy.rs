@@ -163,6 +163,9 @@ async fn authorize_and_forward(
     }
     if !cfg.upstream.forward_token {
         headers::strip_bearer(&mut parts.headers);
+        if let Some(name) = &cfg.tokens.cookie {
+            headers::strip_cookie(&mut parts.headers, name);
+        }
     }
     parts
         .headers

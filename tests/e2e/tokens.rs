@@ -350,15 +350,8 @@ async fn key_rotation_is_picked_up_by_one_refetch() {
     assert_eq!(call(&s.gate, &rotated).await.status, 200);
     assert_eq!(s.idp.jwks_requests().await, 1, "exactly one refetch");
 
-    // The old key is retired: once a refresh sees it gone, its tokens stop verifying, even
-    // though one was verified (and cached) before.
-    s.idp.retire().await;
-    let after = s.idp.token("RS256", "read:items", json!({})).await;
-    assert_eq!(
-        call(&s.gate, &after).await.status,
-        200,
-        "new key keeps working"
-    );
+    // The old key is still published: its tokens keep working.
+    assert_eq!(call(&s.gate, &old).await.status, 200);
     let _ = &s.echo;
 }
 
@@ -469,4 +462,150 @@ async fn idp_down_after_keys_were_fetched_keeps_serving_stale_keys() {
         1.0
     );
     let _ = echo;
+}
+
+#[tokio::test]
+async fn cookie_and_query_sources_work_and_are_not_forwarded() {
+    let idp = Idp::start();
+    let echo = Echo::start().await;
+    let main = config(
+        &echo.url(),
+        &format!(
+            "[tokens]\ncookie = \"tg_token\"\nquery_param = \"access_token\"\n{}{ROUTES_API}",
+            idp.provider_toml("corp", "")
+        ),
+    );
+    let gate = Gate::start(&main).await;
+    let token = idp.token("ES256", "read:items", json!({})).await;
+
+    let got = get(&gate.url(&format!("/api/q?a=1&access_token={token}&b=2"))).await;
+    let seen = got.seen();
+    assert_eq!(
+        seen.query(),
+        Some("a=1&b=2"),
+        "the query token is removed upstream"
+    );
+
+    let cookie = format!("theme=dark; tg_token={token}");
+    let got = get_with(&gate.url("/api/c"), &[("cookie", &cookie)]).await;
+    let seen = got.seen();
+    assert_eq!(seen.header("cookie").as_deref(), Some("theme=dark"));
+
+    // Two sources at once: 400.
+    let both = get_with(
+        &gate.url(&format!("/api/x?access_token={token}")),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(both.status, 400);
+    assert_eq!(both.json()["error"], "invalid_request");
+}
+
+#[tokio::test]
+async fn max_token_lifetime_is_enforced() {
+    let s = setup("max_token_lifetime = \"5m\"").await;
+    let long = s.idp.token("RS256", "read:items", json!({})).await; // 600 s
+    assert_invalid(&call(&s.gate, &long).await, "lifetime 600 s > 300 s");
+    let short = s
+        .idp
+        .sign(
+            "RS256",
+            json!({}),
+            json!({"iat": now(), "exp": now() + 120}),
+        )
+        .await;
+    assert_eq!(call(&s.gate, &short).await.status, 200);
+    let no_iat = s.idp.sign("RS256", json!({}), json!({"iat": null})).await;
+    assert_invalid(
+        &call(&s.gate, &no_iat).await,
+        "no iat with a lifetime limit",
+    );
+}
+
+#[tokio::test]
+async fn a_retired_key_stops_verifying_even_cached_tokens() {
+    let s = setup("min_refetch_interval = \"0s\"").await;
+    wait_ready(&s.gate).await;
+    let old = s.idp.token("RS256", "read:items", json!({})).await;
+    assert_eq!(call(&s.gate, &old).await.status, 200);
+    assert_eq!(call(&s.gate, &old).await.status, 200, "cached");
+
+    s.idp.rotate("RS256").await;
+    s.idp.retire().await;
+    // A token with the new kid makes Tollgate refetch; the old key is gone from that set.
+    let new = s.idp.token("RS256", "read:items", json!({})).await;
+    assert_eq!(call(&s.gate, &new).await.status, 200);
+    let got = call(&s.gate, &old).await;
+    assert_invalid(&got, "token of a retired key");
+    assert_eq!(
+        got.json()["error_description"],
+        "token signing key not found"
+    );
+}
+
+#[tokio::test]
+async fn key_metrics_and_readiness_describe_each_provider() {
+    let s = setup("").await;
+    wait_ready(&s.gate).await;
+    let r = get(&s.gate.admin_url("/readyz")).await.json();
+    let p = &r["providers"][0];
+    assert_eq!(p["keys"], 3);
+    assert_eq!(p["stale"], false);
+    assert!(p["last_refresh"].as_str().is_some());
+    assert!(
+        metric(
+            &s.gate,
+            "tollgate_jwks_fetch_total{provider=\"corp\",result=\"success\"}"
+        )
+        .await
+            >= 1.0
+    );
+    assert_eq!(
+        metric(&s.gate, "tollgate_jwks_keys{provider=\"corp\"}").await,
+        3.0
+    );
+    assert!(
+        metric(
+            &s.gate,
+            "tollgate_jwks_last_success_timestamp_seconds{provider=\"corp\"}"
+        )
+        .await
+            > 1.7e9
+    );
+    assert_eq!(
+        metric(&s.gate, "tollgate_jwks_stale{provider=\"corp\"}").await,
+        0.0
+    );
+    let t = s.idp.token("RS256", "read:items", json!({})).await;
+    assert_eq!(call(&s.gate, &t).await.status, 200);
+    assert_eq!(
+        metric(&s.gate, "tollgate_token_cache_misses_total ").await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &s.gate,
+            "tollgate_requests_total{decision=\"allow\",reason=\"authenticated\"}"
+        )
+        .await,
+        1.0
+    );
+    let expired = s
+        .idp
+        .sign(
+            "RS256",
+            json!({}),
+            json!({"exp": now() - 3600, "iat": now() - 7200}),
+        )
+        .await;
+    assert_eq!(call(&s.gate, &expired).await.status, 401);
+    assert_eq!(
+        metric(
+            &s.gate,
+            "tollgate_requests_total{decision=\"deny\",reason=\"expired\"}"
+        )
+        .await,
+        1.0
+    );
+    assert!(metric(&s.gate, "tollgate_auth_duration_seconds_count").await >= 2.0);
 }
