@@ -1048,6 +1048,24 @@ mod tests {
         assert!(started.elapsed() <= Duration::from_secs(2));
     }
 
+    #[test]
+    fn discovered_key_urls_must_be_https_or_loopback() {
+        let strict = source();
+        assert!(strict.acceptable_url("https://idp.example.com/keys"));
+        assert!(strict.acceptable_url("http://127.0.0.1:8080/keys"));
+        assert!(strict.acceptable_url("http://[::1]:8080/keys"));
+        assert!(strict.acceptable_url("http://localhost/keys"));
+        assert!(!strict.acceptable_url("http://idp.example.com/keys"));
+        assert!(!strict.acceptable_url("ftp://idp.example.com/keys"));
+        assert!(!strict.acceptable_url("file:///etc/passwd"));
+        assert!(!strict.acceptable_url("not a url"));
+        let lax = KeySource {
+            insecure_allow_http: true,
+            ..source()
+        };
+        assert!(lax.acceptable_url("http://idp.internal/keys"));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn discovery_must_name_our_issuer() {
         let src = KeySource {
