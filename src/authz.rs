@@ -3,17 +3,31 @@
 //! one, so a request cannot reach the upstream without a decision.
 
 pub mod path;
+pub mod permissions;
 pub mod route;
 
+use std::collections::BTreeMap;
+
 use crate::auth::verify::VerifiedToken;
-use crate::config::Unmatched;
+use crate::config::{Provider, ScopeMode, Unmatched};
 use crate::error::{AuthError, DenyReason, ProxyError, Reason};
+use crate::identity::{AccountTable, Principal};
+use permissions::{Permissions, covers};
 use route::{AuthMode, Route};
 
-/// Proof that the request may be forwarded, and why.
+/// An authenticated, authorized caller: what identity headers are built from.
+#[derive(Debug)]
+pub struct Grant {
+    pub principal: Principal,
+    pub permissions: Permissions,
+}
+
+/// Proof that the request may be forwarded, and why. Only [`decide`] makes one, and header
+/// injection and forwarding take one, so forwarding without a decision cannot be written.
 #[derive(Debug)]
 pub struct Permit {
     reason: Reason,
+    grant: Option<Grant>,
 }
 
 // === impl Permit ===
@@ -21,6 +35,11 @@ pub struct Permit {
 impl Permit {
     pub fn reason(&self) -> Reason {
         self.reason
+    }
+
+    /// The identity, for authenticated requests (none for public and anonymous ones).
+    pub fn grant(&self) -> Option<&Grant> {
+        self.grant.as_ref()
     }
 }
 
@@ -33,38 +52,91 @@ pub fn auth_mode(route: Option<&Route>, unmatched: Unmatched) -> Result<AuthMode
     }
 }
 
-/// The decision for a request, given its route and its verified token (if any).
-///
-/// Identity resolution and permissions are not built yet: a verified token is enough for a
-/// route without `permissions`; a route that requires permissions refuses (403) until they
-/// can be derived.
+/// The policy pieces of a snapshot that a decision reads.
+pub struct Policy<'a> {
+    pub accounts: &'a AccountTable,
+    pub roles: &'a BTreeMap<String, Vec<String>>,
+    pub scopes: &'a BTreeMap<String, Vec<String>>,
+    pub scope_mode: ScopeMode,
+}
+
+/// The decision for a request: its route, the authentication mode that route needs, and
+/// the verified token (with its provider), if one was sent.
 pub fn decide(
     route: Option<&Route>,
     mode: AuthMode,
-    token: Option<&VerifiedToken>,
+    token: Option<(&VerifiedToken, &Provider)>,
+    policy: &Policy<'_>,
 ) -> Result<Permit, ProxyError> {
-    match (mode, token) {
-        (AuthMode::Public, _) => Ok(Permit {
-            reason: Reason::Public,
-        }),
-        (AuthMode::Optional, None) => Ok(Permit {
-            reason: Reason::Anonymous,
-        }),
-        (AuthMode::Required, None) => Err(AuthError::MissingToken.into()),
-        (AuthMode::Optional | AuthMode::Required, Some(t)) => {
-            if let Some(r) = route {
-                if !r.providers.is_empty() && !r.providers.contains(&t.provider) {
-                    return Err(DenyReason::ProviderNotAllowed.into());
-                }
-                if !r.permissions.is_empty() {
-                    return Err(DenyReason::InsufficientPermissions.into());
-                }
-            }
-            Ok(Permit {
-                reason: Reason::Authenticated,
-            })
+    let (token, provider) = match (mode, token) {
+        (AuthMode::Public, _) => {
+            return Ok(Permit {
+                reason: Reason::Public,
+                grant: None,
+            });
+        }
+        (AuthMode::Optional, None) => {
+            return Ok(Permit {
+                reason: Reason::Anonymous,
+                grant: None,
+            });
+        }
+        (AuthMode::Required, None) => return Err(AuthError::MissingToken.into()),
+        (AuthMode::Optional | AuthMode::Required, Some(t)) => t,
+    };
+    if let Some(r) = route
+        && !r.providers.is_empty()
+        && !r.providers.contains(&provider.name)
+    {
+        return Err(DenyReason::ProviderNotAllowed.into());
+    }
+    let principal = policy
+        .accounts
+        .resolve(provider, &token.subject, &token.claims)?;
+    let permissions = Permissions::derive(
+        &principal.roles,
+        &token.claims,
+        policy.roles,
+        policy.scopes,
+        provider.scope_mode.unwrap_or(policy.scope_mode),
+    );
+    if let Some(r) = route {
+        let missing = permissions.missing(&r.permissions);
+        if !missing.is_empty() {
+            return Err(ProxyError::InsufficientScope(needed_scope(
+                &missing,
+                policy.scopes,
+            )));
         }
     }
+    Ok(Permit {
+        reason: Reason::Authenticated,
+        grant: Some(Grant {
+            principal,
+            permissions,
+        }),
+    })
+}
+
+/// The `scope` of an `insufficient_scope` challenge (RFC 6750 §3): the scope values that
+/// would grant the missing permissions, or the permissions themselves when no scope does.
+fn needed_scope(missing: &[&str], scopes: &BTreeMap<String, Vec<String>>) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for m in missing {
+        let granting: Vec<&str> = scopes
+            .iter()
+            .filter(|(_, perms)| perms.iter().any(|p| covers(p, m)))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if granting.is_empty() {
+            out.push(m);
+        } else {
+            out.extend(granting);
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out.join(" ")
 }
 
 #[cfg(test)]
@@ -84,17 +156,37 @@ mod tests {
     }
 
     #[test]
-    fn decisions_without_verification() {
+    fn needed_scope_names_the_granting_scopes() {
+        let scopes = BTreeMap::from([
+            ("read:items".to_string(), vec!["items:read".to_string()]),
+            (
+                "write:items".to_string(),
+                vec!["items:read".into(), "items:write".into()],
+            ),
+        ]);
+        assert_eq!(needed_scope(&["items:write"], &scopes), "write:items");
         assert_eq!(
-            decide(None, AuthMode::Public, None).unwrap().reason(),
-            Reason::Public
+            needed_scope(&["items:read"], &scopes),
+            "read:items write:items"
         );
-        assert_eq!(
-            decide(None, AuthMode::Optional, None).unwrap().reason(),
-            Reason::Anonymous
-        );
+        assert_eq!(needed_scope(&["admin:all"], &scopes), "admin:all");
+    }
+
+    #[test]
+    fn decisions_without_a_token() {
+        let accounts = AccountTable::default();
+        let empty = BTreeMap::new();
+        let policy = Policy {
+            accounts: &accounts,
+            roles: &empty,
+            scopes: &empty,
+            scope_mode: ScopeMode::Scope,
+        };
+        let d = |mode| decide(None, mode, None, &policy);
+        assert_eq!(d(AuthMode::Public).unwrap().reason(), Reason::Public);
+        assert_eq!(d(AuthMode::Optional).unwrap().reason(), Reason::Anonymous);
         assert!(matches!(
-            decide(None, AuthMode::Required, None),
+            d(AuthMode::Required),
             Err(ProxyError::Auth(AuthError::MissingToken))
         ));
     }

@@ -4,9 +4,12 @@
 //! Client-facing descriptions are fixed strings chosen here: they never echo request data,
 //! and never a token.
 
+use std::borrow::Cow;
+
 use http::StatusCode;
 
 use crate::authz::path::PathError;
+use crate::identity::IdentityError;
 
 /// Everything that ends a request before (or instead of) an upstream response.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +22,11 @@ pub enum ProxyError {
     Auth(#[from] AuthError),
     #[error("access denied: {0}")]
     Denied(#[from] DenyReason),
+    #[error("identity refused: {0}")]
+    Identity(#[from] IdentityError),
+    /// Missing permissions; carries the `scope` value of the challenge (from config only).
+    #[error("insufficient scope")]
+    InsufficientScope(String),
     #[error("upstream failure: {0}")]
     Upstream(#[from] UpstreamError),
 }
@@ -78,8 +86,6 @@ pub enum DenyReason {
     NoRoute,
     #[error("the route does not accept tokens from this provider")]
     ProviderNotAllowed,
-    #[error("the route requires permissions")]
-    InsufficientPermissions,
 }
 
 /// Upstream failures (502 / 504).
@@ -111,7 +117,10 @@ pub enum Reason {
     Expired,
     NoRoute,
     ProviderNotAllowed,
-    InsufficientPermissions,
+    UnknownAccount,
+    AccountDisabled,
+    DomainNotAllowed,
+    InsufficientScope,
     // error
     KeysUnavailable,
     UpstreamConnect,
@@ -122,7 +131,7 @@ pub enum Reason {
 // === impl Reason ===
 
 impl Reason {
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 21] = [
         Reason::Public,
         Reason::Anonymous,
         Reason::Authenticated,
@@ -136,7 +145,10 @@ impl Reason {
         Reason::Expired,
         Reason::NoRoute,
         Reason::ProviderNotAllowed,
-        Reason::InsufficientPermissions,
+        Reason::UnknownAccount,
+        Reason::AccountDisabled,
+        Reason::DomainNotAllowed,
+        Reason::InsufficientScope,
         Reason::KeysUnavailable,
         Reason::UpstreamConnect,
         Reason::UpstreamTimeout,
@@ -158,7 +170,10 @@ impl Reason {
             Reason::Expired => "expired",
             Reason::NoRoute => "no_route",
             Reason::ProviderNotAllowed => "provider_not_allowed",
-            Reason::InsufficientPermissions => "insufficient_permissions",
+            Reason::UnknownAccount => "unknown_account",
+            Reason::AccountDisabled => "account_disabled",
+            Reason::DomainNotAllowed => "domain_not_allowed",
+            Reason::InsufficientScope => "insufficient_scope",
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::UpstreamConnect => "upstream_connect",
             Reason::UpstreamTimeout => "upstream_timeout",
@@ -180,7 +195,10 @@ impl Reason {
             | Reason::Expired
             | Reason::NoRoute
             | Reason::ProviderNotAllowed
-            | Reason::InsufficientPermissions => "deny",
+            | Reason::UnknownAccount
+            | Reason::AccountDisabled
+            | Reason::DomainNotAllowed
+            | Reason::InsufficientScope => "deny",
             Reason::KeysUnavailable
             | Reason::UpstreamConnect
             | Reason::UpstreamTimeout
@@ -201,7 +219,7 @@ pub struct Rejection {
     pub error: &'static str,
     pub description: &'static str,
     pub reason: Reason,
-    pub www_authenticate: Option<&'static str>,
+    pub www_authenticate: Option<Cow<'static, str>>,
     /// `Retry-After` seconds, for 503.
     pub retry_after: Option<&'static str>,
 }
@@ -226,20 +244,22 @@ impl ProxyError {
     /// classified here before it compiles).
     pub fn rejection(&self) -> Rejection {
         use StatusCode as S;
-        let r = |status, error, description, reason, www_authenticate| Rejection {
-            status,
-            error,
-            description,
-            reason,
-            www_authenticate,
-            retry_after: None,
+        let r = |status, error, description, reason, www_authenticate: Option<&'static str>| {
+            Rejection {
+                status,
+                error,
+                description,
+                reason,
+                www_authenticate: www_authenticate.map(Cow::Borrowed),
+                retry_after: None,
+            }
         };
         let invalid = |description: &'static str, challenge: &'static str, reason| Rejection {
             status: S::UNAUTHORIZED,
             error: "invalid_token",
             description,
             reason,
-            www_authenticate: Some(challenge),
+            www_authenticate: Some(Cow::Borrowed(challenge)),
             retry_after: None,
         };
         match self {
@@ -375,13 +395,39 @@ impl ProxyError {
                     Reason::ProviderNotAllowed,
                     None,
                 ),
-                DenyReason::InsufficientPermissions => r(
+            },
+            ProxyError::Identity(e) => match e {
+                IdentityError::UnknownAccount => r(
                     S::FORBIDDEN,
-                    "insufficient_scope",
-                    "the token does not grant the permissions this route requires",
-                    Reason::InsufficientPermissions,
-                    Some("Bearer realm=\"tollgate\", error=\"insufficient_scope\""),
+                    "unknown_account",
+                    "no account is mapped to this identity",
+                    Reason::UnknownAccount,
+                    None,
                 ),
+                IdentityError::AccountDisabled => r(
+                    S::FORBIDDEN,
+                    "account_disabled",
+                    "the account is disabled",
+                    Reason::AccountDisabled,
+                    None,
+                ),
+                IdentityError::DomainNotAllowed => r(
+                    S::FORBIDDEN,
+                    "domain_not_allowed",
+                    "the email domain is not allowed",
+                    Reason::DomainNotAllowed,
+                    None,
+                ),
+            },
+            ProxyError::InsufficientScope(scope) => Rejection {
+                status: S::FORBIDDEN,
+                error: "insufficient_scope",
+                description: "the token does not grant the permissions this route requires",
+                reason: Reason::InsufficientScope,
+                www_authenticate: Some(Cow::Owned(format!(
+                    "Bearer realm=\"tollgate\", error=\"insufficient_scope\", scope=\"{scope}\""
+                ))),
+                retry_after: None,
             },
             ProxyError::Upstream(e) => match e {
                 UpstreamError::Connect => r(
@@ -431,6 +477,9 @@ mod tests {
         assert_eq!(s(UpstreamError::Connect.into()), 502);
         assert_eq!(s(UpstreamError::Timeout.into()), 504);
         let missing = ProxyError::from(AuthError::MissingToken).rejection();
-        assert_eq!(missing.www_authenticate, Some("Bearer realm=\"tollgate\""));
+        assert_eq!(
+            missing.www_authenticate.as_deref(),
+            Some("Bearer realm=\"tollgate\"")
+        );
     }
 }

@@ -212,9 +212,167 @@ pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
     }
 }
 
+/// The identity header names for one prefix (design §5.2), built once per snapshot.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    provider: HeaderName,
+    subject: HeaderName,
+    account: HeaderName,
+    account_kind: HeaderName,
+    email: HeaderName,
+    name: HeaderName,
+    roles: HeaderName,
+    permissions: HeaderName,
+    groups: HeaderName,
+    permission_source: HeaderName,
+    mapping: HeaderName,
+    pub assertion: HeaderName,
+    max_bytes: usize,
+}
+
+impl IdentityHeaders {
+    /// `prefix` lower-case (e.g. `x-auth-`); `max_bytes` caps the total size of the values.
+    pub fn new(prefix: &str, max_bytes: usize) -> Result<Self, http::header::InvalidHeaderName> {
+        let n = |suffix: &str| HeaderName::from_bytes(format!("{prefix}{suffix}").as_bytes());
+        Ok(Self {
+            provider: n("provider")?,
+            subject: n("subject")?,
+            account: n("account")?,
+            account_kind: n("account-kind")?,
+            email: n("email")?,
+            name: n("name")?,
+            roles: n("roles")?,
+            permissions: n("permissions")?,
+            groups: n("groups")?,
+            permission_source: n("permission-source")?,
+            mapping: n("mapping")?,
+            assertion: n("assertion")?,
+            max_bytes,
+        })
+    }
+}
+
+/// A header value from identity data: refused when it holds control characters (CR, LF,
+/// NUL, tab, DEL…), so no claim can add or split headers.
+fn identity_value(v: &str) -> Option<HeaderValue> {
+    if v.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return None;
+    }
+    HeaderValue::from_str(v).ok()
+}
+
+/// An RFC 8941 sf-string (`"..."` with `\` and `\"` escaped), or `None` for characters an
+/// sf-string cannot hold (anything outside 0x20–0x7E).
+fn sf_string(v: &str) -> Option<String> {
+    if !v.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return None;
+    }
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for c in v.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    Some(out)
+}
+
+/// What [`inject_identity`] had to leave out.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Injected {
+    /// Groups dropped to respect `max_identity_bytes`.
+    pub groups_truncated: bool,
+}
+
+/// Sets the identity headers of an authorized request (`insert`, never `append`). Takes
+/// the [`crate::authz::Permit`]: only an authorization decision can produce identity.
+/// Call after [`strip_hop_by_hop`] and [`strip_identity`].
+pub fn inject_identity(
+    headers: &mut HeaderMap,
+    permit: &crate::authz::Permit,
+    names: &IdentityHeaders,
+) -> Injected {
+    let mut out = Injected::default();
+    let Some(grant) = permit.grant() else {
+        return out;
+    };
+    let p = &grant.principal;
+    let roles = p.roles.join(", ");
+    let perms = grant.permissions.granted.join(", ");
+    let fixed: [(&HeaderName, Option<&str>); 10] = [
+        (&names.provider, Some(&p.provider)),
+        (&names.subject, Some(&p.subject)),
+        (&names.account, Some(&p.account)),
+        (&names.account_kind, Some(p.kind.as_str())),
+        (&names.email, p.email.as_deref()),
+        (&names.name, p.name.as_deref()),
+        (&names.roles, Some(&roles)),
+        (&names.permissions, Some(&perms)),
+        (
+            &names.permission_source,
+            Some(grant.permissions.source.as_str()),
+        ),
+        (&names.mapping, Some(&p.mapping)),
+    ];
+    let mut used = 0usize;
+    for (name, value) in fixed {
+        if let Some(v) = value.and_then(identity_value) {
+            used += name.as_str().len() + v.len();
+            headers.insert(name.clone(), v);
+        }
+    }
+    // Groups last: they are what gets truncated when the total would exceed the cap.
+    let budget = names
+        .max_bytes
+        .saturating_sub(used + names.groups.as_str().len());
+    let mut list = String::new();
+    for g in p.groups.iter().filter_map(|g| sf_string(g)) {
+        let extra = g.len() + if list.is_empty() { 0 } else { 2 };
+        if list.len() + extra > budget {
+            out.groups_truncated = true;
+            break;
+        }
+        if !list.is_empty() {
+            list.push_str(", ");
+        }
+        list.push_str(&g);
+    }
+    if !list.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&list)
+    {
+        headers.insert(names.groups.clone(), v);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sf_strings_escape_quotes_and_backslashes() {
+        assert_eq!(sf_string("CN=Eng,OU=x").as_deref(), Some("\"CN=Eng,OU=x\""));
+        assert_eq!(sf_string("a\"b\\c").as_deref(), Some("\"a\\\"b\\\\c\""));
+        assert_eq!(sf_string("caf\u{e9}"), None);
+        assert_eq!(sf_string("a\tb"), None);
+    }
+
+    #[test]
+    fn identity_values_refuse_control_characters() {
+        assert!(identity_value("Sally Jones").is_some());
+        assert!(identity_value("Jos\u{e9}").is_some());
+        for bad in [
+            "a\r\nX-Auth-Account: admin",
+            "a\nb",
+            "a\u{0}",
+            "a\tb",
+            "a\u{7f}",
+        ] {
+            assert!(identity_value(bad).is_none(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn token_cookie_is_removed_and_others_kept() {

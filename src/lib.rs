@@ -25,6 +25,7 @@ pub mod authz;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod identity;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

@@ -16,6 +16,7 @@ pub struct Metrics {
     request_duration: Histogram,
     upstream_errors: [IntCounter; 3],
     identity_headers_stripped: IntCounter,
+    identity_groups_truncated: IntCounter,
     connections_active: IntGauge,
     connections_refused: IntCounter,
     auth_duration: Histogram,
@@ -80,6 +81,11 @@ impl Metrics {
             "Client-supplied identity headers removed",
         )?;
         registry.register(Box::new(identity_headers_stripped.clone()))?;
+        let identity_groups_truncated = IntCounter::new(
+            "identity_groups_truncated_total",
+            "Requests whose X-Auth-Groups was cut to respect max_identity_bytes",
+        )?;
+        registry.register(Box::new(identity_groups_truncated.clone()))?;
         let connections_active = IntGauge::new("connections_active", "Open client connections")?;
         registry.register(Box::new(connections_active.clone()))?;
         let connections_refused = IntCounter::new(
@@ -146,6 +152,7 @@ impl Metrics {
             request_duration,
             upstream_errors,
             identity_headers_stripped,
+            identity_groups_truncated,
             connections_active,
             connections_refused,
         })
@@ -171,6 +178,10 @@ impl Metrics {
         if n > 0 {
             self.identity_headers_stripped.inc_by(n as u64);
         }
+    }
+
+    pub fn identity_groups_truncated(&self) {
+        self.identity_groups_truncated.inc();
     }
 
     pub fn connection_opened(&self) {

@@ -41,6 +41,9 @@ struct Trace {
     route: Option<usize>,
     provider: Option<String>,
     subject: Option<String>,
+    account: Option<String>,
+    mapping: Option<String>,
+    source: Option<&'static str>,
 }
 
 /// Handles one request on the public listener. Never fails: errors become responses.
@@ -78,6 +81,9 @@ pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Re
             route: trace.route,
             provider: trace.provider.as_deref(),
             subject: trace.subject.as_deref(),
+            account: trace.account.as_deref(),
+            mapping: trace.mapping.as_deref(),
+            permission_source: trace.source,
             reason,
             status: resp.status().as_u16(),
             latency,
@@ -115,9 +121,9 @@ async fn authorize_and_forward(
     trace.route = route.map(|r| r.index);
     let mode = authz::auth_mode(route, cfg.unmatched)?;
 
-    // 4–8. Token and decision (public routes never look at a token).
+    // 4–8. Token, identity, permissions, decision (public routes never look at a token).
     let permit = if mode == authz::route::AuthMode::Public {
-        authz::decide(route, mode, None)?
+        authz::decide(route, mode, None, &snap.policy())?
     } else {
         let verified = match extract::extract(&parts.headers, parts.uri.query(), &cfg.tokens)? {
             None => None,
@@ -135,7 +141,24 @@ async fn authorize_and_forward(
                 Some(v)
             }
         };
-        authz::decide(route, mode, verified.as_deref())?
+        let with_provider = match &verified {
+            Some(v) => Some((
+                v.as_ref(),
+                &snap
+                    .verifier
+                    .provider(&v.provider)
+                    .ok_or(crate::error::AuthError::UnknownIssuer)?
+                    .config,
+            )),
+            None => None,
+        };
+        let permit = authz::decide(route, mode, with_provider, &snap.policy())?;
+        if let Some(g) = permit.grant() {
+            trace.account = Some(g.principal.account.clone());
+            trace.mapping = Some(g.principal.mapping.clone());
+            trace.source = Some(g.permissions.source.as_str());
+        }
+        permit
     };
 
     // 9. Forward.
@@ -170,6 +193,10 @@ async fn authorize_and_forward(
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), request_id.clone());
+    let injected = headers::inject_identity(&mut parts.headers, &permit, &snap.identity_headers);
+    if injected.groups_truncated {
+        app.metrics.identity_groups_truncated();
+    }
     if let Some(u) = &upgrade {
         parts
             .headers
@@ -244,11 +271,13 @@ pub fn error_response(rej: &Rejection, request_id: &HeaderValue) -> Response<Bod
         HeaderValue::from_static("application/json"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(challenge) = rej.www_authenticate {
-        h.insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(challenge),
-        );
+    let challenge = match &rej.www_authenticate {
+        Some(std::borrow::Cow::Borrowed(c)) => Some(HeaderValue::from_static(c)),
+        Some(std::borrow::Cow::Owned(c)) => HeaderValue::from_str(c).ok(),
+        None => None,
+    };
+    if let Some(c) = challenge {
+        h.insert(header::WWW_AUTHENTICATE, c);
     }
     if let Some(secs) = rej.retry_after {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static(secs));

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use crate::auth::jwks::KeyRegistry;
 use crate::auth::verify::{ProviderVerifier, Verifier};
+use crate::authz::Policy;
 use crate::config::Config;
+use crate::headers::IdentityHeaders;
+use crate::identity::AccountTable;
 use crate::metrics::Metrics;
 use crate::tls::TlsError;
 use crate::upstream::UpstreamClient;
@@ -15,6 +18,8 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub upstream: UpstreamClient,
     pub verifier: Verifier,
+    pub accounts: AccountTable,
+    pub identity_headers: IdentityHeaders,
 }
 
 // === impl Snapshot ===
@@ -40,11 +45,33 @@ impl Snapshot {
                 })
                 .collect(),
         );
+        let accounts = AccountTable::new(&config);
+        // The prefix was validated as a header-name prefix; the fallback is never used.
+        let identity_headers = IdentityHeaders::new(
+            &config.headers.identity_prefix,
+            config.headers.max_identity_bytes,
+        )
+        .or_else(|_| IdentityHeaders::new("x-auth-", config.headers.max_identity_bytes))
+        .map_err(|_| TlsError::NoCerts {
+            path: "identity header prefix".into(),
+        })?;
         Ok(Self {
             config: Arc::new(config),
             upstream,
             verifier,
+            accounts,
+            identity_headers,
         })
+    }
+
+    /// The policy a decision reads.
+    pub fn policy(&self) -> Policy<'_> {
+        Policy {
+            accounts: &self.accounts,
+            roles: &self.config.roles,
+            scopes: &self.config.scopes,
+            scope_mode: self.config.scope_mode,
+        }
     }
 
     /// Ready when every enabled provider has usable keys.

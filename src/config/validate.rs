@@ -797,6 +797,12 @@ fn provider(
         }
         allowed_domains.push(d.to_ascii_lowercase());
     }
+    if rp.auto_provision == Some(true) && allowed_domains.is_empty() {
+        cx.err(
+            &pp.key("auto_provision"),
+            "auto_provision needs allowed_domains (otherwise any verified email would get an account)",
+        );
+    }
     let default_roles = rp.default_roles.unwrap_or_default();
     roles_exist(cx, &pp.key("default_roles"), &default_roles, roles);
     if let Some(r) = &rp.admin_role

@@ -16,17 +16,22 @@ struct Setup {
     gate: Gate,
 }
 
+/// Roles for token tests, and an identity mapping that admits every subject of `corp`:
+/// these tests are about verification, not about identity resolution.
+const ROLES: &str = "[roles]\nviewer = [\"items:read\"]\n";
+const ANY_SUBJECT: &str = "[[identity_mappings]]\nname = \"any\"\nprovider = \"corp\"\npriority = 1\nclaims = { sub = \"*\" }\nroles = [\"viewer\"]\n";
+
 async fn setup(provider_extra: &str) -> Setup {
     let idp = Idp::start();
     let echo = Echo::start().await;
     let main = config(
         &echo.url(),
         &format!(
-            "{}{ROUTES_API}",
+            "{ROLES}{}{ROUTES_API}",
             idp.provider_toml("corp", &format!("typ = \"at+jwt\"\n{provider_extra}"))
         ),
     );
-    let gate = Gate::start(&main).await;
+    let gate = Gate::start_with(&main, ANY_SUBJECT).await;
     Setup { idp, echo, gate }
 }
 
@@ -410,7 +415,11 @@ async fn idp_down_at_start_then_up_without_restart() {
     let provider = format!(
         "[[providers]]\nname = \"corp\"\nissuer = \"{issuer}\"\naudiences = [\"{AUDIENCE}\"]\nmin_refetch_interval = \"0s\"\n"
     );
-    let gate = Gate::start(&config(&echo.url(), &format!("{provider}{ROUTES_API}"))).await;
+    let gate = Gate::start_with(
+        &config(&echo.url(), &format!("{ROLES}{provider}{ROUTES_API}")),
+        ANY_SUBJECT,
+    )
+    .await;
 
     // Started without the IdP: not ready, and token requests get 503 with Retry-After.
     let r = get(&gate.admin_url("/readyz")).await;
@@ -471,11 +480,11 @@ async fn cookie_and_query_sources_work_and_are_not_forwarded() {
     let main = config(
         &echo.url(),
         &format!(
-            "[tokens]\ncookie = \"tg_token\"\nquery_param = \"access_token\"\n{}{ROUTES_API}",
+            "[tokens]\ncookie = \"tg_token\"\nquery_param = \"access_token\"\n{ROLES}{}{ROUTES_API}",
             idp.provider_toml("corp", "")
         ),
     );
-    let gate = Gate::start(&main).await;
+    let gate = Gate::start_with(&main, ANY_SUBJECT).await;
     let token = idp.token("ES256", "read:items", json!({})).await;
 
     let got = get(&gate.url(&format!("/api/q?a=1&access_token={token}&b=2"))).await;
