@@ -8,6 +8,7 @@ mod cli;
 mod errors;
 mod forwarding;
 mod hygiene;
+mod identity;
 mod jwks_faults;
 mod lifecycle;
 mod streaming;
