@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
@@ -42,7 +43,7 @@ pub struct Config {
     /// scope value → permissions
     pub scopes: BTreeMap<String, Vec<String>>,
     pub routes: RouteTable,
-    pub accounts: Vec<Account>,
+    pub accounts: Vec<Arc<Account>>,
     pub identity_mappings: Vec<IdentityMapping>,
 }
 

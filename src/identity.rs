@@ -58,8 +58,9 @@ impl AccountTable {
     pub fn new(cfg: &Config) -> Self {
         let mut t = AccountTable::default();
         t.accounts.reserve(cfg.accounts.len());
+        t.by_subject.reserve(cfg.accounts.len());
         for a in &cfg.accounts {
-            let acc = Arc::new(a.clone());
+            let acc = a.clone();
             for m in &a.mappings {
                 let name = m.name.clone().unwrap_or_else(|| "account".to_string());
                 t.by_subject.insert(

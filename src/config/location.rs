@@ -66,7 +66,9 @@ impl fmt::Display for KeyPath {
 /// A parsed document kept beside its source text, to locate keys in it.
 pub(crate) struct Located<'a> {
     src: &'a str,
-    doc: Option<Spanned<DeTable<'a>>>,
+    /// Parsed on first use: only error reporting needs spans, so a valid file is parsed
+    /// once (by serde), not twice.
+    doc: std::cell::OnceCell<Option<Spanned<DeTable<'a>>>>,
 }
 
 // === impl Located ===
@@ -75,8 +77,14 @@ impl<'a> Located<'a> {
     pub(crate) fn new(src: &'a str) -> Self {
         Self {
             src,
-            doc: DeTable::parse(src).ok(),
+            doc: std::cell::OnceCell::new(),
         }
+    }
+
+    fn doc(&self) -> Option<&Spanned<DeTable<'a>>> {
+        self.doc
+            .get_or_init(|| DeTable::parse(self.src).ok())
+            .as_ref()
     }
 
     pub(crate) fn source(&self) -> &'a str {
@@ -92,7 +100,7 @@ impl<'a> Located<'a> {
     }
 
     fn offset_of(&self, path: &KeyPath) -> Option<usize> {
-        let doc = self.doc.as_ref()?;
+        let doc = self.doc()?;
         let mut table: Option<&DeTable<'_>> = Some(doc.get_ref());
         let mut value: Option<&Spanned<DeValue<'_>>> = None;
         let mut best = None;
@@ -131,7 +139,7 @@ impl<'a> Located<'a> {
     /// The key path of the deepest entry whose key or value contains `offset`. Containers
     /// are searched whole: the span of an array-of-tables element covers only its header.
     pub(crate) fn path_at(&self, offset: usize) -> KeyPath {
-        let Some(doc) = &self.doc else {
+        let Some(doc) = self.doc() else {
             return KeyPath::root();
         };
         let mut best: Option<(usize, KeyPath)> = None;

@@ -977,102 +977,110 @@ fn route(
 fn accounts(cx: &mut Ctx<'_>, raw: RawAccounts, config: &mut Config) {
     let root = KeyPath::root();
     let provider_names: HashSet<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
-    let mut ids: HashMap<String, KeyPath> = HashMap::with_capacity(raw.accounts.len());
-    let mut emails: HashMap<String, KeyPath> = HashMap::with_capacity(raw.accounts.len());
-    let mut subjects: HashMap<(String, String), KeyPath> =
+    // First occurrences are remembered by index; key paths are built only for errors.
+    let acc_path = |i: usize| root.key("accounts").index(i);
+    let map_path = |i: usize, j: usize| acc_path(i).key("mappings").index(j);
+    let mut ids: HashMap<String, usize> = HashMap::with_capacity(raw.accounts.len());
+    let mut emails: HashMap<String, usize> = HashMap::with_capacity(raw.accounts.len());
+    let mut subjects: HashMap<(String, String), (usize, usize)> =
         HashMap::with_capacity(raw.accounts.len());
     let mut out = Vec::with_capacity(raw.accounts.len());
     for (i, a) in raw.accounts.into_iter().enumerate() {
-        let ap = root.key("accounts").index(i);
         let id = match a.id {
             None => {
-                cx.err(&ap, "missing `id`");
+                cx.err(&acc_path(i), "missing `id`");
                 String::new()
             }
             Some(id) => {
                 if !valid_account_id(&id) {
                     cx.err(
-                        &ap.key("id"),
+                        &acc_path(i).key("id"),
                         format!("invalid account id {id:?}: 1-200 characters of a-z A-Z 0-9 / ~ ! $ % ^ & * _ = + . @ , -"),
                     );
                 }
-                if let Some(first) = ids.get(&id) {
-                    let other = cx.at(first);
+                if let Some(&first) = ids.get(&id) {
+                    let other = cx.at(&acc_path(first).key("id"));
                     cx.err(
-                        &ap.key("id"),
+                        &acc_path(i).key("id"),
                         format!("duplicate account id {id:?} (also {other})"),
                     );
                 } else {
-                    ids.insert(id.clone(), ap.key("id"));
+                    ids.insert(id.clone(), i);
                 }
                 id
             }
         };
-        let kind = cx.choice(
-            &ap.key("kind"),
-            a.kind.as_deref(),
-            &[
-                ("user", AccountKind::User),
-                ("service", AccountKind::Service),
-            ],
-            AccountKind::User,
-        );
+        let kind = match a.kind.as_deref() {
+            None | Some("user") => AccountKind::User,
+            Some("service") => AccountKind::Service,
+            Some(other) => {
+                cx.err(
+                    &acc_path(i).key("kind"),
+                    format!("unknown value {other:?}; expected one of \"user\", \"service\""),
+                );
+                AccountKind::User
+            }
+        };
         if let Some(email) = &a.email {
             let lower = email.to_lowercase();
             if !email.contains('@') || email.chars().any(|c| c.is_control() || c.is_whitespace()) {
-                cx.err(&ap.key("email"), format!("invalid email {email:?}"));
-            }
-            if let Some(first) = emails.get(&lower) {
-                let other = cx.at(first);
                 cx.err(
-                    &ap.key("email"),
+                    &acc_path(i).key("email"),
+                    format!("invalid email {email:?}"),
+                );
+            }
+            if let Some(&first) = emails.get(&lower) {
+                let other = cx.at(&acc_path(first).key("email"));
+                cx.err(
+                    &acc_path(i).key("email"),
                     format!("duplicate email {email:?} (also {other}; emails are compared case-insensitively)"),
                 );
             } else {
-                emails.insert(lower, ap.key("email"));
+                emails.insert(lower, i);
             }
         }
         let roles = a.roles.unwrap_or_default();
-        roles_exist(cx, &ap.key("roles"), &roles, &config.roles);
+        if roles.iter().any(|r| !config.roles.contains_key(r)) {
+            roles_exist(cx, &acc_path(i).key("roles"), &roles, &config.roles);
+        }
         let mut mappings = Vec::with_capacity(a.mappings.len());
-        let mut seen_providers: HashMap<String, KeyPath> = HashMap::new();
+        let mut seen_providers: Vec<(String, usize)> = Vec::new();
         for (j, m) in a.mappings.into_iter().enumerate() {
-            let mp = ap.key("mappings").index(j);
             let provider = m.provider.unwrap_or_default();
             if provider.is_empty() {
-                cx.err(&mp, "missing `provider`");
+                cx.err(&map_path(i, j), "missing `provider`");
             } else if !provider_names.contains(provider.as_str()) {
                 cx.err(
-                    &mp.key("provider"),
+                    &map_path(i, j).key("provider"),
                     format!("unknown provider {provider:?}"),
                 );
             }
-            if let Some(first) = seen_providers.get(&provider) {
-                let other = cx.at(first);
+            if let Some((_, first)) = seen_providers.iter().find(|(p, _)| *p == provider) {
+                let other = cx.at(&map_path(i, *first).key("provider"));
                 cx.err(
-                    &mp.key("provider"),
+                    &map_path(i, j).key("provider"),
                     format!(
                         "account {id:?} already has a mapping for provider {provider:?} ({other})"
                     ),
                 );
             } else {
-                seen_providers.insert(provider.clone(), mp.key("provider"));
+                seen_providers.push((provider.clone(), j));
             }
             let subject = m.subject.unwrap_or_default();
             if subject.is_empty() {
-                cx.err(&mp, "missing `subject`");
+                cx.err(&map_path(i, j), "missing `subject`");
             }
             let pair = (provider.clone(), subject.clone());
-            if let Some(first) = subjects.get(&pair) {
-                let other = cx.at(first);
+            if let Some(&(fi, fj)) = subjects.get(&pair) {
+                let other = cx.at(&map_path(fi, fj).key("subject"));
                 cx.err(
-                    &mp.key("subject"),
+                    &map_path(i, j).key("subject"),
                     format!(
                         "subject {subject:?} of provider {provider:?} is already mapped ({other})"
                     ),
                 );
             } else {
-                subjects.insert(pair, mp.key("subject"));
+                subjects.insert(pair, (i, j));
             }
             mappings.push(AccountMapping {
                 provider,
@@ -1080,7 +1088,7 @@ fn accounts(cx: &mut Ctx<'_>, raw: RawAccounts, config: &mut Config) {
                 name: m.name,
             });
         }
-        out.push(Account {
+        out.push(Arc::new(Account {
             id,
             kind,
             name: a.name,
@@ -1088,7 +1096,7 @@ fn accounts(cx: &mut Ctx<'_>, raw: RawAccounts, config: &mut Config) {
             roles,
             disabled: a.disabled.unwrap_or(false),
             mappings,
-        });
+        }));
     }
 
     let mut names: HashMap<String, KeyPath> = HashMap::new();
@@ -1306,6 +1314,91 @@ account = "ghost"
                 "missing {w}\n{errs:#?}"
             );
         }
+    }
+
+    #[test]
+    fn every_reference_and_id_rule_is_checked_with_its_line() {
+        let main = r#"upstream = "http://a"
+[roles]
+viewer = ["items:read"]
+[[providers]]
+name = "corp"
+issuer = "https://idp.example.com"
+audiences = ["api"]
+auto_provision = true
+default_roles = ["ghost-role"]
+admin_role = "superuser"
+  [providers.group_roles]
+  "Eng" = ["nope"]
+[[routes]]
+path = "/x"
+providers = ["corp", "elsewhere"]
+"#;
+        let long = "a".repeat(201);
+        let accounts = format!(
+            r#"[[accounts]]
+id = "has space"
+
+[[accounts]]
+id = "{long}"
+
+[[accounts]]
+id = "ok"
+  [[accounts.mappings]]
+  provider = "unknown-idp"
+  subject = "s"
+
+[[identity_mappings]]
+name = "m"
+provider = "nowhere"
+priority = 0
+claims = {{}}
+roles = ["missing"]
+"#
+        );
+        let errs = load(main, &accounts).unwrap_err();
+        let want = [
+            "t/tollgate.toml:8:1: providers[0].auto_provision: auto_provision needs allowed_domains",
+            "t/tollgate.toml:9:18: providers[0].default_roles[0]: unknown role \"ghost-role\"",
+            "t/tollgate.toml:10:1: providers[0].admin_role: unknown role \"superuser\"",
+            "t/tollgate.toml:12:12: providers[0].group_roles.Eng[0]: unknown role \"nope\"",
+            "t/tollgate.toml:15:22: routes[0].providers[1]: unknown provider \"elsewhere\"",
+            "t/accounts.toml:2:1: accounts[0].id: invalid account id \"has space\"",
+            "t/accounts.toml:5:1: accounts[1].id: invalid account id",
+            "t/accounts.toml:10:3: accounts[2].mappings[0].provider: unknown provider \"unknown-idp\"",
+            "t/accounts.toml:15:1: identity_mappings[0].provider: unknown provider \"nowhere\"",
+            "t/accounts.toml:16:1: identity_mappings[0].priority: 0 is not a priority",
+            "t/accounts.toml:17:1: identity_mappings[0].claims: at least one claim",
+            "t/accounts.toml:18:10: identity_mappings[0].roles[0]: unknown role \"missing\"",
+        ];
+        for w in want {
+            assert!(
+                errs.iter().any(|e| e.starts_with(w)),
+                "missing {w}\n{errs:#?}"
+            );
+        }
+        // 200 characters are fine, and the allowed punctuation is accepted.
+        let ok = format!(
+            "[[accounts]]\nid = \"{}\"\n[[accounts]]\nid = \"a/~!$%^&*_=+.@,-z\"\n",
+            "b".repeat(200)
+        );
+        assert!(load("upstream = \"http://a\"\n", &ok).is_ok());
+    }
+
+    /// Scale check (the timing lives in `benches/identity.rs`: 100,000 accounts).
+    #[test]
+    fn twenty_thousand_accounts_load_and_index() {
+        let mut accounts = String::with_capacity(20_000 * 120);
+        for i in 0..20_000 {
+            accounts.push_str(&format!(
+                "[[accounts]]\nid = \"user{i}\"\nemail = \"user{i}@example.com\"\n  [[accounts.mappings]]\n  provider = \"corp\"\n  subject = \"sub-{i}\"\n"
+            ));
+        }
+        let main = "upstream = \"http://a\"\n[[providers]]\nname = \"corp\"\nissuer = \"https://idp.example.com\"\naudiences = [\"api\"]\n";
+        let cfg = load(main, &accounts).unwrap();
+        assert_eq!(cfg.accounts.len(), 20_000);
+        let table = crate::identity::AccountTable::new(&cfg);
+        assert!(table.account("user19999").is_some());
     }
 
     #[test]
