@@ -58,6 +58,24 @@ pub fn handle<B>(app: &App, req: &Request<B>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/healthz" => json(StatusCode::OK, br#"{"status":"ok"}"#.to_vec()),
         "/readyz" => readyz(app),
+        "/.well-known/jwks.json" => {
+            let snap = app.snapshot();
+            let keys: Vec<&serde_json::Value> = snap
+                .config
+                .assertion
+                .iter()
+                .map(|a| &a.key.public_jwk)
+                .collect();
+            let mut r = json(
+                StatusCode::OK,
+                serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap_or_default(),
+            );
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            );
+            r
+        }
         "/metrics" => {
             let mut r = Response::new(Full::new(Bytes::from(app.metrics.render())));
             r.headers_mut().insert(

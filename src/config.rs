@@ -33,6 +33,7 @@ pub struct Config {
     pub audit: AuditMode,
     pub scope_mode: ScopeMode,
     pub tls: Option<Tls>,
+    pub assertion: Option<AssertionConfig>,
     pub limits: Limits,
     pub headers: Headers,
     pub paths: PathOptions,
@@ -94,6 +95,15 @@ pub struct Tls {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub handshake_timeout: Duration,
+}
+
+/// The signed identity assertion (design §5.3).
+#[derive(Debug, Clone)]
+pub struct AssertionConfig {
+    pub key: Arc<crate::assertion::SigningKey>,
+    pub issuer: String,
+    pub audience: String,
+    pub lifetime: Duration,
 }
 
 /// Connection and request limits of the public listener.
@@ -246,6 +256,8 @@ pub struct IdentityMapping {
     pub claims: BTreeMap<String, String>,
     pub account: Option<String>,
     pub roles: Vec<String>,
+    /// Overrides the assertion's `aud` for identities resolved by this mapping.
+    pub assertion_audience: Option<String>,
 }
 
 /// One problem found while loading the configuration.

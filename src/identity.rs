@@ -40,6 +40,8 @@ pub struct Principal {
     pub groups: Vec<String>,
     /// Name of the account mapping or identity mapping used, or `auto`.
     pub mapping: String,
+    /// `aud` of the signed assertion, when the identity mapping overrides it.
+    pub assertion_audience: Option<String>,
 }
 
 /// The account table of one snapshot, indexed for O(1) lookups.
@@ -122,6 +124,7 @@ impl AccountTable {
             .and_then(Value::as_str)
             .map(str::to_string);
 
+        let mut assertion_audience = None;
         let (account, extra_roles, mapping): (Option<&Arc<Account>>, &[String], String) =
             if let Some((id, name)) = self
                 .by_subject
@@ -138,6 +141,7 @@ impl AccountTable {
                     Some(id) => Some(self.accounts.get(id).ok_or(IdentityError::UnknownAccount)?),
                     None => None,
                 };
+                assertion_audience = m.assertion_audience.clone();
                 (acc, m.roles.as_slice(), m.name.clone())
             } else {
                 return self.auto_provision(provider, subject, claims, token_email, token_name);
@@ -177,6 +181,7 @@ impl AccountTable {
             roles: finish_roles(provider, claims, &groups, roles),
             groups,
             mapping,
+            assertion_audience,
         })
     }
 
@@ -217,6 +222,7 @@ impl AccountTable {
             roles: finish_roles(provider, claims, &groups, provider.default_roles.clone()),
             groups,
             mapping: "auto".to_string(),
+            assertion_audience: None,
         })
     }
 }

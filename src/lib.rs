@@ -19,6 +19,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod assertion;
 pub mod audit;
 pub mod auth;
 pub mod authz;

@@ -123,6 +123,15 @@ fn summary(cfg: &Config) -> String {
         cfg.scopes.len()
     ));
     s.push_str(&format!("routes:    {}\n", cfg.routes.len()));
+    if let Some(a) = &cfg.assertion {
+        s.push_str(&format!(
+            "assertion: iss {} aud {} kid {} ({}s)\n",
+            a.issuer,
+            a.audience,
+            a.key.kid,
+            a.lifetime.as_secs()
+        ));
+    }
     s
 }
 

@@ -197,6 +197,13 @@ async fn authorize_and_forward(
     if injected.groups_truncated {
         app.metrics.identity_groups_truncated();
     }
+    if let Some(a) = &cfg.assertion
+        && let Some(v) = crate::assertion::for_permit(&permit, a, std::time::SystemTime::now())
+    {
+        parts
+            .headers
+            .insert(snap.identity_headers.assertion.clone(), v);
+    }
     if let Some(u) = &upgrade {
         parts
             .headers

@@ -21,6 +21,7 @@ pub(crate) struct RawMain {
     pub audit: Option<String>,
     pub scope_mode: Option<String>,
     pub tls: Option<RawTls>,
+    pub assertion: Option<RawAssertion>,
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
@@ -47,6 +48,15 @@ pub(crate) struct RawTls {
     pub cert: Option<String>,
     pub key: Option<String>,
     pub handshake_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAssertion {
+    pub key_file: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub lifetime: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,4 +199,5 @@ pub(crate) struct RawIdentityMapping {
     pub claims: Option<BTreeMap<String, String>>,
     pub account: Option<String>,
     pub roles: Option<Vec<String>>,
+    pub assertion_audience: Option<String>,
 }

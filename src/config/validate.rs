@@ -342,6 +342,59 @@ fn main_config(
         }
     });
 
+    // --- [assertion]
+    let assertion = raw.assertion.map(|a| {
+        let p = root.key("assertion");
+        let key = match a.key_file.as_deref() {
+            None => {
+                cx.err(
+                    &p,
+                    "missing `key_file` (PEM PKCS#8 ES256 or Ed25519 private key)",
+                );
+                None
+            }
+            Some(f) => {
+                let path = cx.file_path(&p.key("key_file"), base, f);
+                match std::fs::read(&path) {
+                    Ok(pem) => match crate::assertion::SigningKey::from_pem(&pem) {
+                        Ok(k) => Some(Arc::new(k)),
+                        Err(e) => {
+                            cx.err(&p.key("key_file"), e);
+                            None
+                        }
+                    },
+                    Err(_) => None,
+                }
+            }
+        };
+        let issuer = a.issuer.unwrap_or_else(|| "tollgate".to_string());
+        let audience = match a.audience {
+            Some(aud) if !aud.is_empty() => aud,
+            _ => {
+                cx.err(
+                    &p,
+                    "missing `audience` (the upstream's name, checked by its verifier)",
+                );
+                String::new()
+            }
+        };
+        let lifetime = cx.duration(
+            &p.key("lifetime"),
+            a.lifetime.as_deref(),
+            Duration::from_secs(60),
+        );
+        if lifetime.is_zero() || lifetime > Duration::from_secs(3600) {
+            cx.err(&p.key("lifetime"), "must be between 1s and 1h");
+        }
+        key.map(|key| AssertionConfig {
+            key,
+            issuer,
+            audience,
+            lifetime,
+        })
+    });
+    let assertion = assertion.flatten();
+
     // --- [limits]
     let l = &raw.limits;
     let p = root.key("limits");
@@ -594,6 +647,7 @@ fn main_config(
         audit,
         scope_mode,
         tls,
+        assertion,
         limits,
         headers,
         paths,
@@ -1170,6 +1224,7 @@ fn accounts(cx: &mut Ctx<'_>, raw: RawAccounts, config: &mut Config) {
             claims,
             account: m.account,
             roles,
+            assertion_audience: m.assertion_audience,
         });
     }
     config.accounts = out;
@@ -1399,6 +1454,37 @@ roles = ["missing"]
         assert_eq!(cfg.accounts.len(), 20_000);
         let table = crate::identity::AccountTable::new(&cfg);
         assert!(table.account("user19999").is_some());
+    }
+
+    #[test]
+    fn assertion_settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a key").unwrap();
+        let main = format!(
+            "upstream = \"http://a\"\n[assertion]\nkey_file = {:?}\nlifetime = \"2h\"\n",
+            garbage.display().to_string()
+        );
+        let errs = crate::config::load_from_str(&dir.path().join("tollgate.toml"), &main, "")
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>();
+        for w in [
+            ":2:2: assertion: missing `audience`",
+            ":3:1: assertion.key_file: not a PEM private key",
+            ":4:1: assertion.lifetime: must be between 1s and 1h",
+        ] {
+            assert!(errs.iter().any(|e| e.contains(w)), "missing {w}\n{errs:#?}");
+        }
+        let missing =
+            "upstream = \"http://a\"\n[assertion]\nkey_file = \"nope.pem\"\naudience = \"x\"\n";
+        let errs = load(missing, "").unwrap_err();
+        assert!(
+            errs[0].contains("assertion.key_file: file t/nope.pem does not exist"),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -82,6 +82,7 @@ provider = "corp"
 priority = 1
 claims = { repository = "acme/api", workflow_ref = "acme/api/.github/workflows/deploy.yaml@*" }
 account = "ci-deployer"
+assertion_audience = "api://deployer"
 
 [[identity_mappings]]
 name = "any-acme-repo"
@@ -480,4 +481,101 @@ async fn claim_values_cannot_inject_headers_and_groups_are_capped() {
         m.contains("tollgate_identity_groups_truncated_total 1"),
         "{m}"
     );
+}
+
+/// The upstream's side: verify `X-Auth-Assertion` with a JOSE library against the JWKS
+/// Tollgate publishes on its admin listener.
+async fn verify_assertion(
+    w: &World,
+    token: &str,
+    alg: jsonwebtoken::Algorithm,
+    aud: &str,
+) -> Value {
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_slice(&get(&w.gate.admin_url("/.well-known/jwks.json")).await.body)
+            .unwrap();
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("kid published");
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    let mut v = jsonwebtoken::Validation::new(alg);
+    v.set_audience(&[aud]);
+    v.set_issuer(&["tollgate-test"]);
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    jsonwebtoken::decode::<Value>(token, &key, &v)
+        .unwrap()
+        .claims
+}
+
+#[tokio::test]
+async fn signed_assertions_verify_against_the_published_jwks() {
+    for (key, alg) in [
+        (
+            rcgen::KeyPair::generate().unwrap(),
+            jsonwebtoken::Algorithm::ES256,
+        ),
+        (
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap(),
+            jsonwebtoken::Algorithm::EdDSA,
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("assertion.pem");
+        std::fs::write(&path, key.serialize_pem()).unwrap();
+        let w = world(&format!(
+            "[assertion]\nkey_file = {:?}\nissuer = \"tollgate-test\"\naudience = \"api://backend\"\nlifetime = \"30s\"\n",
+            path.display().to_string()
+        ))
+        .await;
+        let t = w.token("sub-sjones", "read:items", json!({})).await;
+        let seen = w
+            .req("GET", "/items/1", &t, &[("x-auth-assertion", "forged")])
+            .await
+            .seen();
+        let assertion = seen.header("x-auth-assertion").unwrap();
+        assert_ne!(assertion, "forged");
+        let claims = verify_assertion(&w, &assertion, alg, "api://backend").await;
+        assert_eq!(claims["sub"], "sjones");
+        assert_eq!(claims["provider"], "corp");
+        assert_eq!(claims["provider_subject"], "sub-sjones");
+        assert_eq!(claims["permissions"], json!(["items:read"]));
+        assert_eq!(claims["permission_source"], "scope");
+        assert_eq!(claims["roles"], json!(["engineer"]));
+        assert_eq!(
+            claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+            30
+        );
+
+        // An identity mapping may set its own audience.
+        let t = w
+            .token(
+                "repo:acme/api:ref:refs/heads/main",
+                "",
+                json!({"repository": "acme/api", "workflow_ref": "acme/api/.github/workflows/deploy.yaml@refs/heads/main"}),
+            )
+            .await;
+        let seen = w.get("/deploy/now", &t).await.seen();
+        let claims = verify_assertion(
+            &w,
+            &seen.header("x-auth-assertion").unwrap(),
+            alg,
+            "api://deployer",
+        )
+        .await;
+        assert_eq!(claims["sub"], "ci-deployer");
+        assert_eq!(claims["account_kind"], "service");
+
+        // Public requests carry no assertion.
+        let seen = w.req("GET", "/public/x", &t, &[]).await.seen();
+        assert_eq!(seen.header("x-auth-assertion"), None);
+    }
+}
+
+#[tokio::test]
+async fn without_an_assertion_key_the_jwks_is_empty() {
+    let w = world("").await;
+    let got = get(&w.gate.admin_url("/.well-known/jwks.json")).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json(), json!({"keys": []}));
 }
