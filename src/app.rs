@@ -53,6 +53,11 @@ impl App {
         }))
     }
 
+    /// Swaps in a new snapshot. Requests in flight keep the one they loaded.
+    pub fn install(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
     /// The current snapshot; a request calls this once and keeps the result.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()

@@ -29,6 +29,7 @@ pub mod headers;
 pub mod identity;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod state;
 pub mod tls;

@@ -163,6 +163,7 @@ fn run(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let running_app = app.clone();
         let running = match tollgate::server::start(app).await {
             Ok(r) => r,
             Err(e) => {
@@ -170,21 +171,24 @@ fn run(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        // SIGHUP and file changes reload the configuration.
+        let _reload = match tollgate::reload::spawn(running_app) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "file watch unavailable: reload on SIGHUP only");
+                None
+            }
+        };
+        let (Ok(mut term), Ok(mut int)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
-            signal(SignalKind::hangup()),
         ) else {
             tracing::error!("cannot install signal handlers");
             return ExitCode::FAILURE;
         };
-        let sig = loop {
-            tokio::select! {
-                _ = term.recv() => break "SIGTERM",
-                _ = int.recv() => break "SIGINT",
-                // Without a handler SIGHUP would end the process; reloading comes later.
-                _ = hup.recv() => tracing::warn!("SIGHUP received: configuration reload is not supported yet; restart to apply changes"),
-            }
+        let sig = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
         };
         tracing::info!(signal = sig, "shutting down: draining in-flight requests");
         running.shutdown();

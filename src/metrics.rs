@@ -26,6 +26,9 @@ pub struct Metrics {
     jwks_keys: IntGaugeVec,
     jwks_last_success: GaugeVec,
     jwks_stale: IntGaugeVec,
+    config_reload_success: IntCounter,
+    config_reload_failure: IntCounter,
+    config_last_reload_success: Gauge,
 }
 
 /// The key-cache metrics of one provider (labels resolved once).
@@ -139,7 +142,21 @@ impl Metrics {
             &["provider"],
         )?;
         registry.register(Box::new(jwks_stale.clone()))?;
+        let reload_vec = IntCounterVec::new(
+            Opts::new("config_reload_total", "Configuration reloads by result"),
+            &["result"],
+        )?;
+        registry.register(Box::new(reload_vec.clone()))?;
+        let config_last_reload_success = Gauge::new(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time the running configuration was loaded",
+        )?;
+        registry.register(Box::new(config_last_reload_success.clone()))?;
+        config_last_reload_success.set(unix_now());
         Ok(Self {
+            config_reload_success: reload_vec.with_label_values(&["success"]),
+            config_reload_failure: reload_vec.with_label_values(&["failure"]),
+            config_last_reload_success,
             registry,
             auth_duration,
             token_cache_hits,
@@ -210,6 +227,15 @@ impl Metrics {
         }
     }
 
+    pub fn config_reload(&self, ok: bool) {
+        if ok {
+            self.config_reload_success.inc();
+            self.config_last_reload_success.set(unix_now());
+        } else {
+            self.config_reload_failure.inc();
+        }
+    }
+
     pub fn token_cache(&self, hit: bool) {
         if hit {
             self.token_cache_hits.inc();
@@ -234,4 +260,11 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }

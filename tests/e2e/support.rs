@@ -253,6 +253,7 @@ pub struct Gate {
     pub admin: SocketAddr,
     pub app: Arc<tollgate::app::App>,
     running: Option<tollgate::server::Running>,
+    _reload: Option<tollgate::reload::ReloadHandle>,
     pub dir: tempfile::TempDir,
 }
 
@@ -266,16 +267,43 @@ impl Gate {
         let path = dir.path().join("tollgate.toml");
         std::fs::write(&path, main).unwrap();
         std::fs::write(dir.path().join("accounts.toml"), accounts).unwrap();
-        let cfg = tollgate::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        Self::start_at(dir, &path, false).await
+    }
+
+    /// Starts on an existing main file inside `dir`, optionally with the reload watcher.
+    pub async fn start_at(dir: tempfile::TempDir, path: &std::path::Path, watch: bool) -> Gate {
+        let cfg = tollgate::config::load(path).unwrap_or_else(|e| panic!("{e}"));
         let app = tollgate::app::App::new(cfg).unwrap();
         let running = tollgate::server::start(app.clone()).await.unwrap();
+        let reload = watch.then(|| tollgate::reload::spawn(app.clone()).unwrap());
         Gate {
             addr: running.public_addr,
             admin: running.admin_addr,
             app,
             running: Some(running),
+            _reload: reload,
             dir,
         }
+    }
+
+    /// Rewrites a config file of this gate and reloads at once (as SIGHUP would).
+    pub async fn rewrite_and_reload(&self, file: &str, content: &str) -> bool {
+        std::fs::write(self.dir.path().join(file), content).unwrap();
+        let app = self.app.clone();
+        tokio::task::spawn_blocking(move || tollgate::reload::reload_now(&app).is_ok())
+            .await
+            .unwrap()
+    }
+
+    /// A value from /metrics (0 when absent).
+    pub async fn metric(&self, line_prefix: &str) -> f64 {
+        let text =
+            String::from_utf8_lossy(&get(&self.admin_url("/metrics")).await.body).into_owned();
+        text.lines()
+            .find(|l| l.starts_with(line_prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
     }
 
     pub fn url(&self, path: &str) -> String {
