@@ -125,3 +125,25 @@ fn readyz(app: &App) -> Response<Full<Bytes>> {
     };
     json(status, serde_json::to_vec(&body).unwrap_or_default())
 }
+
+/// `GET /healthz` on `addr` with a 2 s budget: `Ok` on 200 (`tollgate healthcheck`).
+pub fn probe_health(addr: std::net::SocketAddr) -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let timeout = Duration::from_secs(2);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.write_all(
+        format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).map_err(|e| e.to_string())?;
+    match head.get(9..12) {
+        Some(b"200") => Ok(()),
+        _ => Err(format!("answered {:?}", String::from_utf8_lossy(&head))),
+    }
+}

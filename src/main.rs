@@ -42,12 +42,21 @@ enum Command {
         #[arg(short, long, env = "TOLLGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// Exit 0 when the admin listener's /healthz answers 200 (for images without curl).
+    Healthcheck {
+        /// Admin address to probe; by default `admin_listen` from the config file.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        #[arg(short, long, env = "TOLLGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Healthcheck { admin, config } => healthcheck(admin, &config),
         Command::Run { config } => {
             init_logging(cli.log_format);
             run(&config)
@@ -88,6 +97,39 @@ fn check(path: &Path) -> ExitCode {
                 path.display(),
                 errors.0.len()
             );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn healthcheck(admin: Option<std::net::SocketAddr>, path: &Path) -> ExitCode {
+    let addr = match admin {
+        Some(a) => a,
+        None => match config::load(path) {
+            Ok(cfg) => cfg.admin_listen,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    // A wildcard bind is probed on loopback.
+    let addr = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => {
+            std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        }
+        ip if ip.is_unspecified() => {
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    };
+    match tollgate::admin::probe_health(addr) {
+        Ok(()) => {
+            println!("healthy: http://{addr}/healthz");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("unhealthy: http://{addr}/healthz: {e}");
             ExitCode::FAILURE
         }
     }

@@ -11,6 +11,7 @@ mod hygiene;
 mod identity;
 mod jwks_faults;
 mod lifecycle;
+mod ops;
 mod reload;
 mod streaming;
 mod tls;
