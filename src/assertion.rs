@@ -50,12 +50,22 @@ fn b64(b: &[u8]) -> String {
 impl SigningKey {
     /// A PKCS#8 PEM private key: P-256 (→ ES256) or Ed25519 (→ EdDSA).
     pub fn from_pem(pem: &[u8]) -> Result<Self, String> {
-        let der = match PrivateKeyDer::from_pem_slice(pem) {
-            Ok(PrivateKeyDer::Pkcs8(k)) => k,
-            Ok(_) => return Err("the key must be PKCS#8 (\"BEGIN PRIVATE KEY\")".into()),
-            Err(_) => return Err("not a PEM private key".into()),
-        };
-        let der = der.secret_pkcs8_der();
+        match PrivateKeyDer::from_pem_slice(pem) {
+            Ok(PrivateKeyDer::Pkcs8(k)) => Self::from_pkcs8_der(k.secret_pkcs8_der()),
+            Ok(_) => Err("the key must be PKCS#8 (\"BEGIN PRIVATE KEY\")".into()),
+            Err(_) => Err("not a PEM private key".into()),
+        }
+    }
+
+    /// A fresh P-256 key (for `tollgate dev`).
+    pub fn generate_es256() -> Result<Self, String> {
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .map_err(|_| "cannot generate a key".to_string())?;
+        Self::from_pkcs8_der(doc.as_ref())
+    }
+
+    fn from_pkcs8_der(der: &[u8]) -> Result<Self, String> {
         let (pair, x, y) =
             if let Ok(k) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der) {
                 let public = k.public_key().as_ref();

@@ -24,6 +24,7 @@ pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod config;
+pub mod dev;
 pub mod error;
 pub mod headers;
 pub mod identity;

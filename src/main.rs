@@ -42,6 +42,16 @@ enum Command {
         #[arg(short, long, env = "TOLLGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// Run everything locally: a development issuer, an echo upstream and Tollgate on the
+    /// built-in sample config; prints ready-to-paste curl commands. Ctrl-C stops it.
+    Dev {
+        /// Public listener (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Admin listener (default 127.0.0.1:9901).
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+    },
     /// Exit 0 when the admin listener's /healthz answers 200 (for images without curl).
     Healthcheck {
         /// Admin address to probe; by default `admin_listen` from the config file.
@@ -57,6 +67,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Healthcheck { admin, config } => healthcheck(admin, &config),
+        Command::Dev { listen, admin } => {
+            init_logging_to_stderr();
+            dev(tollgate::dev::DevOptions { listen, admin })
+        }
         Command::Run { config } => {
             init_logging(cli.log_format);
             run(&config)
@@ -80,6 +94,37 @@ fn init_logging(format: LogFormat) {
             .with_span_list(false)
             .init(),
         LogFormat::Pretty => builder.init(),
+    }
+}
+
+/// Dev mode prints its instructions on stdout; logs go to stderr, for people.
+fn init_logging_to_stderr() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TOLLGATE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,audit=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn dev(opts: tollgate::dev::DevOptions) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(tollgate::dev::run(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tollgate dev: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

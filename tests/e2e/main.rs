@@ -5,6 +5,7 @@ mod support;
 
 mod admin;
 mod cli;
+mod dev;
 mod errors;
 mod forwarding;
 mod hygiene;
