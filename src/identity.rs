@@ -290,10 +290,14 @@ pub fn domain_allowed(email: &str, allowed: &[String]) -> bool {
 }
 
 fn mapping_matches(m: &IdentityMapping, claims: &Map<String, Value>) -> bool {
-    m.claims
-        .iter()
-        .all(|(path, pattern)| match claim(claims, path) {
-            None | Some(Value::Null) => false,
+    mapping_mismatch(m, claims).is_none()
+}
+
+/// `None` when every listed claim matches, else why the first one does not.
+fn mapping_mismatch(m: &IdentityMapping, claims: &Map<String, Value>) -> Option<String> {
+    for (path, pattern) in &m.claims {
+        let ok = match claim(claims, path) {
+            None | Some(Value::Null) => return Some(format!("claim {path} is missing")),
             Some(Value::String(s)) => glob(pattern, s),
             Some(Value::Bool(b)) => glob(pattern, if *b { "true" } else { "false" }),
             Some(Value::Number(n)) => glob(pattern, &n.to_string()),
@@ -301,7 +305,82 @@ fn mapping_matches(m: &IdentityMapping, claims: &Map<String, Value>) -> bool {
                 .iter()
                 .any(|v| v.as_str().is_some_and(|s| glob(pattern, s))),
             Some(Value::Object(_)) => false,
-        })
+        };
+        if !ok {
+            return Some(format!("claim {path} does not match {pattern:?}"));
+        }
+    }
+    None
+}
+
+impl AccountTable {
+    /// Why each resolution step did or did not apply (for `tollgate explain`), in order.
+    pub fn diagnose(
+        &self,
+        provider: &Provider,
+        subject: &str,
+        claims: &Map<String, Value>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        match self
+            .by_subject
+            .get(&(provider.name.clone(), subject.to_string()))
+        {
+            Some((id, name)) => {
+                out.push(format!(
+                    "account mapping {name:?}: subject {subject:?} → account {id:?}"
+                ));
+                return out;
+            }
+            None => out.push(format!(
+                "account mapping: none for provider {:?}, subject {subject:?}",
+                provider.name
+            )),
+        }
+        let list = self
+            .mappings
+            .get(&provider.name)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        if list.is_empty() {
+            out.push("identity mappings: none for this provider".into());
+        }
+        for m in list {
+            match mapping_mismatch(m, claims) {
+                None => {
+                    out.push(format!(
+                        "identity mapping {:?} (priority {}): matches",
+                        m.name, m.priority
+                    ));
+                    return out;
+                }
+                Some(why) => out.push(format!(
+                    "identity mapping {:?} (priority {}): no match, {why}",
+                    m.name, m.priority
+                )),
+            }
+        }
+        let email = claim(claims, &provider.claims.email).and_then(Value::as_str);
+        let line = if !provider.auto_provision {
+            "auto-provisioning: off for this provider".to_string()
+        } else {
+            match email {
+                None => "auto-provisioning: no email claim".to_string(),
+                Some(_) if matches!(claims.get("email_verified"), Some(Value::Bool(false))) => {
+                    "auto-provisioning: email_verified is false".to_string()
+                }
+                Some(e) if !domain_allowed(e, &provider.allowed_domains) => {
+                    format!("auto-provisioning: domain of {e:?} not in allowed_domains")
+                }
+                Some(e) => format!(
+                    "auto-provisioning: applies (account {:?})",
+                    e.to_lowercase()
+                ),
+            }
+        };
+        out.push(line);
+        out
+    }
 }
 
 /// `*` matches any run of characters (including none); everything else is literal.

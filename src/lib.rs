@@ -26,6 +26,7 @@ pub mod authz;
 pub mod config;
 pub mod dev;
 pub mod error;
+pub mod explain;
 pub mod headers;
 pub mod identity;
 pub mod metrics;

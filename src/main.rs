@@ -52,6 +52,27 @@ enum Command {
         #[arg(long)]
         admin: Option<std::net::SocketAddr>,
     },
+    /// Explain how one request would be decided, step by step. Exit 0 when allowed, 1 when not.
+    Explain {
+        #[arg(short, long, env = "TOLLGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// A bearer token (verified against --jwks, or the provider's live keys).
+        #[arg(long, conflicts_with = "claims")]
+        token: Option<String>,
+        /// A JWKS file to verify --token against, instead of fetching the provider's keys.
+        #[arg(long, requires = "token")]
+        jwks: Option<PathBuf>,
+        /// Raw claims as JSON (not verified; marked as such).
+        #[arg(long)]
+        claims: Option<String>,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        #[arg(long)]
+        path: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Exit 0 when the admin listener's /healthz answers 200 (for images without curl).
     Healthcheck {
         /// Admin address to probe; by default `admin_listen` from the config file.
@@ -67,6 +88,15 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Healthcheck { admin, config } => healthcheck(admin, &config),
+        Command::Explain {
+            config,
+            token,
+            jwks,
+            claims,
+            method,
+            path,
+            json,
+        } => explain(&config, token, jwks, claims, &method, &path, json),
         Command::Dev { listen, admin } => {
             init_logging_to_stderr();
             dev(tollgate::dev::DevOptions { listen, admin })
@@ -125,6 +155,71 @@ fn dev(opts: tollgate::dev::DevOptions) -> ExitCode {
             eprintln!("tollgate dev: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn explain(
+    config_path: &Path,
+    token: Option<String>,
+    jwks: Option<PathBuf>,
+    claims: Option<String>,
+    method: &str,
+    path: &str,
+    json: bool,
+) -> ExitCode {
+    use tollgate::explain::Credential;
+    let cfg = match config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Ok(method) = method.to_ascii_uppercase().parse::<http::Method>() else {
+        eprintln!("invalid method {method:?}");
+        return ExitCode::FAILURE;
+    };
+    let cred = match (token, claims) {
+        (Some(t), _) => {
+            let jwks = match jwks.map(std::fs::read) {
+                None => None,
+                Some(Ok(b)) => Some(bytes::Bytes::from(b)),
+                Some(Err(e)) => {
+                    eprintln!("cannot read --jwks: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            Credential::Token { token: t, jwks }
+        }
+        (None, Some(c)) => match serde_json::from_str::<serde_json::Value>(&c) {
+            Ok(serde_json::Value::Object(m)) => Credential::Claims(m),
+            _ => {
+                eprintln!("--claims must be a JSON object");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => Credential::None,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let e = rt.block_on(tollgate::explain::explain(cfg, method, path, cred));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&e).unwrap_or_default());
+    } else {
+        print!("{}", tollgate::explain::render_text(&e));
+    }
+    if e.verdict.error.is_none() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

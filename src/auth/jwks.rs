@@ -293,7 +293,8 @@ impl KeySource {
         }
     }
 
-    fn discovery(&self) -> String {
+    /// The discovery document URL.
+    pub fn discovery(&self) -> String {
         self.discovery_url.clone().unwrap_or_else(|| {
             format!(
                 "{}/.well-known/openid-configuration",

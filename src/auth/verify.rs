@@ -35,6 +35,24 @@ pub struct VerifiedToken {
     provider_fingerprint: [u8; 16],
 }
 
+impl VerifiedToken {
+    /// Claims taken as given, without any verification (`tollgate explain --claims`).
+    pub fn unverified(provider: &Provider, claims: Map<String, Value>) -> Option<Self> {
+        let subject = claim(&claims, &provider.subject_claim)?
+            .as_str()?
+            .to_string();
+        Some(Self {
+            provider: provider.name.clone(),
+            subject,
+            exp: numeric_date(&claims, "exp").ok().flatten().unwrap_or(0),
+            claims,
+            cache_ttl: Duration::ZERO,
+            key_id: [0; 16],
+            provider_fingerprint: [0; 16],
+        })
+    }
+}
+
 /// One enabled provider, compiled for verification.
 pub struct ProviderVerifier {
     pub config: Provider,
@@ -178,6 +196,11 @@ impl Verifier {
 
     pub fn provider(&self, name: &str) -> Option<&Arc<ProviderVerifier>> {
         self.by_name.get(name)
+    }
+
+    /// The enabled provider for an `iss` value.
+    pub fn provider_by_issuer(&self, iss: &str) -> Option<&Arc<ProviderVerifier>> {
+        self.by_issuer.get(iss)
     }
 
     /// Whether a cached result may still be used under this snapshot.
