@@ -60,13 +60,23 @@ pub struct Policy<'a> {
     pub scope_mode: ScopeMode,
 }
 
+/// What a decision learned about the caller; kept for the audit event even on a denial.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub account: Option<String>,
+    pub mapping: Option<String>,
+    pub source: Option<&'static str>,
+}
+
 /// The decision for a request: its route, the authentication mode that route needs, and
-/// the verified token (with its provider), if one was sent.
+/// the verified token (with its provider), if one was sent. `seen` is filled as the
+/// identity and permissions become known.
 pub fn decide(
     route: Option<&Route>,
     mode: AuthMode,
     token: Option<(&VerifiedToken, &Provider)>,
     policy: &Policy<'_>,
+    seen: &mut Observed,
 ) -> Result<Permit, ProxyError> {
     let (token, provider) = match (mode, token) {
         (AuthMode::Public, _) => {
@@ -100,6 +110,9 @@ pub fn decide(
         policy.scopes,
         provider.scope_mode.unwrap_or(policy.scope_mode),
     );
+    seen.account = Some(principal.account.clone());
+    seen.mapping = Some(principal.mapping.clone());
+    seen.source = Some(permissions.source.as_str());
     if let Some(r) = route {
         let missing = permissions.missing(&r.permissions);
         if !missing.is_empty() {
@@ -182,7 +195,7 @@ mod tests {
             scopes: &empty,
             scope_mode: ScopeMode::Scope,
         };
-        let d = |mode| decide(None, mode, None, &policy);
+        let d = |mode| decide(None, mode, None, &policy, &mut Observed::default());
         assert_eq!(d(AuthMode::Public).unwrap().reason(), Reason::Public);
         assert_eq!(d(AuthMode::Optional).unwrap().reason(), Reason::Anonymous);
         assert!(matches!(

@@ -246,7 +246,8 @@ async fn run(
     let policy: Policy<'_> = snap.policy();
     if mode == AuthMode::Public {
         rep.push("token", "info", "public route: no token is looked at");
-        return authz::decide(route, mode, None, &policy).map(|p| p.reason().as_str());
+        return authz::decide(route, mode, None, &policy, &mut authz::Observed::default())
+            .map(|p| p.reason().as_str());
     }
 
     // 3. Token.
@@ -398,7 +399,13 @@ async fn run(
             Err(e) => rep.push("identity", "fail", e.to_string()),
         }
     }
-    match authz::decide(route, mode, with_provider, &policy) {
+    match authz::decide(
+        route,
+        mode,
+        with_provider,
+        &policy,
+        &mut authz::Observed::default(),
+    ) {
         Ok(permit) => {
             rep.push("decision", "ok", "allowed");
             Ok(permit.reason().as_str())

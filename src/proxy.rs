@@ -123,7 +123,13 @@ async fn authorize_and_forward(
 
     // 4–8. Token, identity, permissions, decision (public routes never look at a token).
     let permit = if mode == authz::route::AuthMode::Public {
-        authz::decide(route, mode, None, &snap.policy())?
+        authz::decide(
+            route,
+            mode,
+            None,
+            &snap.policy(),
+            &mut authz::Observed::default(),
+        )?
     } else {
         let verified = match extract::extract(&parts.headers, parts.uri.query(), &cfg.tokens)? {
             None => None,
@@ -152,13 +158,12 @@ async fn authorize_and_forward(
             )),
             None => None,
         };
-        let permit = authz::decide(route, mode, with_provider, &snap.policy())?;
-        if let Some(g) = permit.grant() {
-            trace.account = Some(g.principal.account.clone());
-            trace.mapping = Some(g.principal.mapping.clone());
-            trace.source = Some(g.permissions.source.as_str());
-        }
-        permit
+        let mut seen = authz::Observed::default();
+        let decided = authz::decide(route, mode, with_provider, &snap.policy(), &mut seen);
+        trace.account = seen.account;
+        trace.mapping = seen.mapping;
+        trace.source = seen.source;
+        decided?
     };
 
     // 9. Forward.
