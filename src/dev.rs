@@ -113,6 +113,11 @@ fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
 
 /// Runs dev mode until SIGINT/SIGTERM.
 pub async fn run(opts: DevOptions) -> Result<(), DevError> {
+    // Handlers first: Ctrl-C during start-up must still stop everything cleanly.
+    let (mut term, mut int) = (
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,
+    );
     crate::app::install_crypto_provider();
     let key = Arc::new(SigningKey::generate_es256().map_err(DevError::Key)?);
 
@@ -235,10 +240,6 @@ pub async fn run(opts: DevOptions) -> Result<(), DevError> {
     println!();
     println!("Press Ctrl-C to stop.");
 
-    let (mut term, mut int) = (
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,
-    );
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}

@@ -338,6 +338,15 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     rt.block_on(async move {
+        // Signal handlers first: a signal that arrives while starting must not take the
+        // default action (SIGHUP and SIGTERM would end the process on the spot).
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return ExitCode::FAILURE;
+        };
         let app = match tollgate::app::App::new(cfg) {
             Ok(a) => a,
             Err(e) => {
@@ -345,28 +354,14 @@ fn run(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let running_app = app.clone();
+        // SIGHUP and file changes reload the configuration.
+        let _reload = tollgate::reload::spawn(app.clone());
         let running = match tollgate::server::start(app).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");
                 return ExitCode::FAILURE;
             }
-        };
-        // SIGHUP and file changes reload the configuration.
-        let _reload = match tollgate::reload::spawn(running_app) {
-            Ok(h) => Some(h),
-            Err(e) => {
-                tracing::warn!(error = %e, "file watch unavailable: reload on SIGHUP only");
-                None
-            }
-        };
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install signal handlers");
-            return ExitCode::FAILURE;
         };
         let sig = tokio::select! {
             _ = term.recv() => "SIGTERM",

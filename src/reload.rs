@@ -112,21 +112,34 @@ impl Drop for ReloadHandle {
     }
 }
 
-/// Starts reloading on SIGHUP and on changes in the config directories.
-pub fn spawn(app: Arc<App>) -> Result<ReloadHandle, notify::Error> {
+/// Starts reloading on SIGHUP and on changes in the config directories. The SIGHUP handler
+/// is installed before this returns; without a file watch (an error is logged) SIGHUP
+/// still works. Must be called inside a tokio runtime.
+pub fn spawn(app: Arc<App>) -> ReloadHandle {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let (tx, mut rx) = mpsc::channel::<()>(1);
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res
             && !matches!(ev.kind, EventKind::Access(_))
         {
             // A full channel means a reload is already pending: nothing is lost.
             let _ = tx.try_send(());
         }
-    })?;
+    });
+    let mut watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "file watch unavailable: reload on SIGHUP only");
+            None
+        }
+    };
     let mut watched: Vec<PathBuf> = Vec::new();
-    let rewatch = |watcher: &mut notify::RecommendedWatcher,
+    let rewatch = |watcher: &mut Option<notify::RecommendedWatcher>,
                    watched: &mut Vec<PathBuf>,
                    cfg: &config::Config| {
+        let Some(watcher) = watcher.as_mut() else {
+            return;
+        };
         let mut want = vec![dir_of(&cfg.main_file), dir_of(&cfg.accounts_file)];
         want.sort();
         want.dedup();
@@ -145,7 +158,6 @@ pub fn spawn(app: Arc<App>) -> Result<ReloadHandle, notify::Error> {
     let mut last = fingerprint(&cfg.main_file, &cfg.accounts_file);
 
     let task = tokio::spawn(async move {
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
             let forced = tokio::select! {
                 ev = rx.recv() => {
@@ -185,5 +197,5 @@ pub fn spawn(app: Arc<App>) -> Result<ReloadHandle, notify::Error> {
             }
         }
     });
-    Ok(ReloadHandle { task })
+    ReloadHandle { task }
 }

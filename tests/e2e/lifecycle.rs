@@ -15,7 +15,13 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let echo = Echo::start().await;
     let mut gate = GateProcess::spawn(&config(&echo.url(), HOLD_ROUTES), "");
     let url = gate.url("/hold");
-    let in_flight = tokio::spawn(async move { get(&url).await });
+    let in_flight = tokio::spawn(async move {
+        let resp = client()
+            .request(http::Request::get(&url).body(empty()).unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("in-flight request failed: {e:?}"));
+        collect(resp).await
+    });
     // The upstream has the request: it is in flight inside Tollgate.
     echo.held.notified().await;
 

@@ -275,7 +275,7 @@ impl Gate {
         let cfg = tollgate::config::load(path).unwrap_or_else(|e| panic!("{e}"));
         let app = tollgate::app::App::new(cfg).unwrap();
         let running = tollgate::server::start(app.clone()).await.unwrap();
-        let reload = watch.then(|| tollgate::reload::spawn(app.clone()).unwrap());
+        let reload = watch.then(|| tollgate::reload::spawn(app.clone()));
         Gate {
             addr: running.public_addr,
             admin: running.admin_addr,
