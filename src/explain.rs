@@ -318,11 +318,16 @@ async fn run(
                 rep.push("token", "info", describe_claims(&c));
                 if let Some(iss) = c.get("iss").and_then(Value::as_str) {
                     match snap.verifier.provider_by_issuer(iss) {
-                        Some(p) => rep.push(
-                            "provider",
-                            "ok",
-                            format!("{} ({})", p.config.name, p.config.issuer),
-                        ),
+                        Some(p) => {
+                            rep.push(
+                                "provider",
+                                "ok",
+                                format!("{} ({})", p.config.name, p.config.issuer),
+                            );
+                            for (ok, line) in claim_checks(&h, &c, &p.config) {
+                                rep.push("claims", if ok { "ok" } else { "fail" }, line);
+                            }
+                        }
                         None => rep.push(
                             "provider",
                             "fail",
@@ -450,4 +455,55 @@ pub fn render_text(e: &Explanation) -> String {
         )),
     }
     s
+}
+
+/// The individual header and claim checks, for display (the verdict comes from the verifier).
+fn claim_checks(
+    header: &Map<String, Value>,
+    claims: &Map<String, Value>,
+    p: &crate::config::Provider,
+) -> Vec<(bool, String)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let leeway = p.leeway.as_secs();
+    let mut out = Vec::new();
+    let alg = header.get("alg").and_then(Value::as_str).unwrap_or("-");
+    let alg_ok =
+        crate::config::Algorithm::from_name(alg).is_some_and(|a| p.algorithms.contains(&a));
+    let on = if alg_ok { "is on" } else { "is not on" };
+    out.push((alg_ok, format!("alg {alg} {on} the provider's allow-list")));
+    let auds: Vec<&str> = match claims.get("aud") {
+        Some(Value::String(a)) => vec![a.as_str()],
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let aud_ok = auds
+        .iter()
+        .any(|a| p.audiences.iter().any(|want| want == a));
+    out.push((
+        aud_ok,
+        format!("aud {auds:?}, expected one of {:?}", p.audiences),
+    ));
+    match claims.get("exp").and_then(Value::as_u64) {
+        Some(exp) => out.push((
+            exp.saturating_add(leeway) >= now,
+            format!("exp {exp} (now {now}, leeway {leeway} s)"),
+        )),
+        None => out.push((false, "exp missing or not a number".into())),
+    }
+    if let Some(nbf) = claims.get("nbf").and_then(Value::as_u64) {
+        out.push((nbf <= now.saturating_add(leeway), format!("nbf {nbf}")));
+    }
+    if let Some(want) = &p.typ {
+        let typ = header.get("typ").and_then(Value::as_str).unwrap_or("-");
+        let ok = typ.eq_ignore_ascii_case(want)
+            || typ.eq_ignore_ascii_case(&format!("application/{want}"));
+        out.push((ok, format!("typ {typ}, required {want}")));
+    }
+    if header.contains_key("crit") {
+        out.push((false, "crit header present".into()));
+    }
+    out
 }

@@ -103,6 +103,12 @@ async fn explains_a_wrong_audience_and_an_unmapped_subject() {
         "{out}"
     );
     assert!(out.contains("verdict: DENY 401 invalid_token"), "{out}");
+    assert!(
+        out.contains(
+            "claims        fail  aud [\"api://other\"], expected one of [\"api://tollgate-test\"]"
+        ),
+        "{out}"
+    );
 
     // Live keys (no --jwks), JSON output.
     let s3 = s.clone();
