@@ -167,14 +167,44 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, 
     }
 }
 
-/// Reads a claim by dotted path (`realm_access.roles`).
+/// Reads a claim by dotted path (`realm_access.roles`). A top-level claim whose name is the
+/// whole path wins, so namespaced claims such as `https://example.com/roles` (Auth0) work.
 pub fn claim<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if let Some(v) = claims.get(path) {
+        return Some(v);
+    }
     let mut parts = path.split('.');
     let mut cur = claims.get(parts.next()?)?;
     for p in parts {
         cur = cur.as_object()?.get(p)?;
     }
     Some(cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_paths() {
+        let c = serde_json::json!({
+            "realm_access": {"roles": ["a"]},
+            "https://example.com/roles": ["b"],
+            "plain": 1
+        });
+        let c = c.as_object().unwrap();
+        assert_eq!(
+            claim(c, "realm_access.roles"),
+            Some(&serde_json::json!(["a"]))
+        );
+        assert_eq!(
+            claim(c, "https://example.com/roles"),
+            Some(&serde_json::json!(["b"]))
+        );
+        assert_eq!(claim(c, "plain"), Some(&serde_json::json!(1)));
+        assert_eq!(claim(c, "plain.x"), None);
+        assert_eq!(claim(c, "missing.roles"), None);
+    }
 }
 
 impl Verifier {

@@ -7,6 +7,7 @@ mod admin;
 mod cli;
 mod dev;
 mod errors;
+mod examples;
 mod explain;
 mod forwarding;
 mod hygiene;
