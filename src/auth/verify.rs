@@ -181,32 +181,6 @@ pub fn claim<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value
     Some(cur)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn claim_paths() {
-        let c = serde_json::json!({
-            "realm_access": {"roles": ["a"]},
-            "https://example.com/roles": ["b"],
-            "plain": 1
-        });
-        let c = c.as_object().unwrap();
-        assert_eq!(
-            claim(c, "realm_access.roles"),
-            Some(&serde_json::json!(["a"]))
-        );
-        assert_eq!(
-            claim(c, "https://example.com/roles"),
-            Some(&serde_json::json!(["b"]))
-        );
-        assert_eq!(claim(c, "plain"), Some(&serde_json::json!(1)));
-        assert_eq!(claim(c, "plain.x"), None);
-        assert_eq!(claim(c, "missing.roles"), None);
-    }
-}
-
 impl Verifier {
     pub fn new(providers: Vec<ProviderVerifier>) -> Self {
         let mut v = Verifier::default();
@@ -400,5 +374,31 @@ impl Verifier {
             key_id: key.id,
             provider_fingerprint: provider.fingerprint,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_paths() {
+        let c = serde_json::json!({
+            "realm_access": {"roles": ["a"]},
+            "https://example.com/roles": ["b"],
+            "plain": 1
+        });
+        let c = c.as_object().unwrap();
+        assert_eq!(
+            claim(c, "realm_access.roles"),
+            Some(&serde_json::json!(["a"]))
+        );
+        assert_eq!(
+            claim(c, "https://example.com/roles"),
+            Some(&serde_json::json!(["b"]))
+        );
+        assert_eq!(claim(c, "plain"), Some(&serde_json::json!(1)));
+        assert_eq!(claim(c, "plain.x"), None);
+        assert_eq!(claim(c, "missing.roles"), None);
     }
 }
