@@ -5,6 +5,7 @@ mod support;
 
 mod admin;
 mod cli;
+mod deploy;
 mod dev;
 mod errors;
 mod examples;

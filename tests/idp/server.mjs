@@ -109,7 +109,7 @@ function send(res, status, value) {
 
 async function hook(req, res, url) {
   const remote = req.socket.remoteAddress || '';
-  if (!['127.0.0.1', '::1', '::ffff:127.0.0.1'].includes(remote)) {
+  if (!process.env.IDP_HOOKS_ANYWHERE && !['127.0.0.1', '::1', '::ffff:127.0.0.1'].includes(remote)) {
     return send(res, 403, { error: 'loopback only' });
   }
   const route = `${req.method} ${url.pathname}`;
@@ -191,9 +191,12 @@ const server = http.createServer((req, res) => {
   handler(req, res);
 });
 
-server.listen(Number.parseInt(process.env.IDP_PORT || '0', 10), '127.0.0.1', () => {
+// IDP_HOST / IDP_ISSUER let the container image (deploy/compose.yaml) listen on all
+// interfaces and name itself by its service name; tests use the loopback defaults.
+const host = process.env.IDP_HOST || '127.0.0.1';
+server.listen(Number.parseInt(process.env.IDP_PORT || '0', 10), host, () => {
   const { port } = server.address();
-  issuer = `http://127.0.0.1:${port}`;
+  issuer = process.env.IDP_ISSUER || `http://127.0.0.1:${port}`;
   handler = buildProvider();
   process.stdout.write(`${JSON.stringify({ issuer, port })}\n`);
 });
