@@ -115,3 +115,95 @@ fn check_reports_a_missing_account_table() {
     assert!(!ok);
     assert!(err.contains("missing.toml:1:1: cannot read file"), "{err}");
 }
+
+/// The annotated example sets every optional key to its documented default, so it must
+/// compile to exactly what a file without those keys compiles to.
+#[test]
+fn the_annotated_example_documents_the_real_defaults() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let full = tollgate::config::load(&root.join("tollgate.toml")).unwrap();
+    let minimal = tollgate::config::load_from_str(
+        &root.join("tollgate.toml"),
+        "upstream = \"http://127.0.0.1:9000\"\n",
+        "",
+    )
+    .unwrap();
+    let dbg = |v: &dyn std::fmt::Debug| format!("{v:?}");
+    assert_eq!(full.listen, minimal.listen);
+    assert_eq!(full.admin_listen, minimal.admin_listen);
+    assert_eq!(full.unmatched, minimal.unmatched);
+    assert_eq!(full.audit, minimal.audit);
+    assert_eq!(full.scope_mode, minimal.scope_mode);
+    assert_eq!(dbg(&full.limits), dbg(&minimal.limits));
+    assert_eq!(dbg(&full.headers), dbg(&minimal.headers));
+    assert_eq!(dbg(&full.paths), dbg(&minimal.paths));
+    assert_eq!(dbg(&full.tokens), dbg(&minimal.tokens));
+    let (f, m) = (&full.upstream, &minimal.upstream);
+    assert_eq!(
+        (
+            f.connect_timeout,
+            f.timeout,
+            f.preserve_host,
+            f.forward_token,
+            f.pool_idle_timeout,
+            f.pool_max_idle_per_host
+        ),
+        (
+            m.connect_timeout,
+            m.timeout,
+            m.preserve_host,
+            m.forward_token,
+            m.pool_idle_timeout,
+            m.pool_max_idle_per_host
+        )
+    );
+    // Provider keys: the example's provider sets each optional key to its default, except
+    // the ones it documents as examples (auto_provision, allowed_domains, ...).
+    let p = &full.providers[0];
+    let d = tollgate::config::load_from_str(
+        &root.join("tollgate.toml"),
+        "upstream = \"http://a\"\n[[providers]]\nname = \"x\"\nissuer = \"https://x.example\"\naudiences = [\"a\"]\n",
+        "",
+    )
+    .unwrap()
+    .providers
+    .remove(0);
+    assert_eq!(
+        (
+            p.enabled,
+            &p.algorithms,
+            p.leeway,
+            &p.subject_claim,
+            p.insecure_allow_http,
+            p.min_refresh,
+            p.max_refresh
+        ),
+        (
+            d.enabled,
+            &d.algorithms,
+            d.leeway,
+            &d.subject_claim,
+            d.insecure_allow_http,
+            d.min_refresh,
+            d.max_refresh
+        )
+    );
+    assert_eq!(
+        (
+            p.min_refetch_interval,
+            p.kid_wait,
+            p.max_stale,
+            &p.admin_role,
+            p.group_matching,
+            dbg(&p.claims)
+        ),
+        (
+            d.min_refetch_interval,
+            d.kid_wait,
+            d.max_stale,
+            &d.admin_role,
+            d.group_matching,
+            dbg(&d.claims)
+        )
+    );
+}
