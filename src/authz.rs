@@ -168,6 +168,39 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// For any request path: when its canonical form falls under the protected rule, a
+        /// caller without that rule's permission is never permitted.
+        #[test]
+        fn protected_rules_cannot_be_bypassed_by_path_tricks(
+            raw in "/((admin|ADMIN|public|x|\\.|\\.\\.|%2e|%2E|%2e%2e|%61dmin|;p|;|//|/)/?){0,8}",
+            semis in proptest::bool::ANY,
+        ) {
+            let main = "upstream = \"http://a\"\n[roles]\nviewer = [\"items:read\"]\n[[providers]]\nname = \"corp\"\nissuer = \"https://idp.example.com\"\naudiences = [\"api\"]\n[[routes]]\npath = \"/admin/**\"\npermissions = [\"admin:*\"]\n[[routes]]\npath = \"/**\"\nauth = \"public\"\n";
+            let main = if semis { format!("{main}[paths]\nallow_semicolons = true\n") } else { main.to_string() };
+            let accounts = "[[identity_mappings]]\nname = \"all\"\nprovider = \"corp\"\npriority = 1\nclaims = { sub = \"*\" }\nroles = [\"viewer\"]\n";
+            let cfg = crate::config::load_from_str(std::path::Path::new("t/t.toml"), &main, accounts).unwrap();
+            let table = AccountTable::new(&cfg);
+            let policy = Policy { accounts: &table, roles: &cfg.roles, scopes: &cfg.scopes, scope_mode: cfg.scope_mode };
+            let claims = serde_json::json!({"sub": "u"}).as_object().unwrap().clone();
+            let token = VerifiedToken::unverified(&cfg.providers[0], claims).unwrap();
+            let Ok(path) = path::canonicalize(&raw, semis) else { return Ok(()) };
+            let route = cfg.routes.find(&http::Method::GET, &path);
+            let mode = auth_mode(route, cfg.unmatched).unwrap();
+            let decision = decide(route, mode, Some((&token, &cfg.providers[0])), &policy, &mut Observed::default());
+            let under_admin = path
+                .segments()
+                .next()
+                .map(|s| s.split(';').next().unwrap_or(s))
+                == Some("admin");
+            if under_admin {
+                proptest::prop_assert!(decision.is_err(), "{} (from {}) was permitted", path, raw);
+            }
+        }
+    }
+
     #[test]
     fn needed_scope_names_the_granting_scopes() {
         let scopes = BTreeMap::from([

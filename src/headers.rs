@@ -351,6 +351,35 @@ pub fn inject_identity(
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Whatever spelling a client uses, no identity header survives stripping, and no
+        /// other header is lost.
+        #[test]
+        fn no_identity_header_survives(
+            names in proptest::collection::vec("[xX][-_][aA][uU][tT][hH][-_][a-zA-Z_-]{0,12}|[a-zA-Z][a-zA-Z0-9_-]{0,16}", 1..24)
+        ) {
+            let mut h = HeaderMap::new();
+            for n in &names {
+                if let Ok(name) = HeaderName::from_bytes(n.as_bytes()) {
+                    h.append(name, HeaderValue::from_static("v"));
+                }
+            }
+            let others: Vec<String> = h
+                .keys()
+                .filter(|k| !is_identity_header(k.as_str(), "x-auth-"))
+                .map(|k| k.to_string())
+                .collect();
+            strip_identity(&mut h, "x-auth-");
+            for k in h.keys() {
+                let norm = k.as_str().to_ascii_lowercase().replace('_', "-");
+                proptest::prop_assert!(!norm.starts_with("x-auth-"), "{} survived", k);
+            }
+            for o in others {
+                proptest::prop_assert!(h.contains_key(o.as_str()), "{} was removed", o);
+            }
+        }
+    }
+
     #[test]
     fn sf_strings_escape_quotes_and_backslashes() {
         assert_eq!(sf_string("CN=Eng,OU=x").as_deref(), Some("\"CN=Eng,OU=x\""));

@@ -200,3 +200,32 @@ async fn case_insensitive_paths_match_but_forward_the_original_case() {
     assert_eq!(get(&gate.url("/admin/x")).await.status, 401);
     assert_eq!(get(&gate.url("/ADMIN/x")).await.status, 200);
 }
+
+/// The upstream receives exactly the canonical path that was matched, for arbitrary paths.
+#[tokio::test]
+async fn the_upstream_receives_exactly_the_authorized_canonical_path() {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+    let echo = Echo::start().await;
+    let gate = Gate::start(&config(&echo.url(), "[[routes]]\npath = \"/**\"\nauth = \"public\"\n")).await;
+    let strategy = "/([a-zA-Z0-9._~!$&'()*+,=:@-]|%[0-9a-fA-F]{2}|/|\\.\\.?/){0,24}";
+    let mut runner = TestRunner::deterministic();
+    for _ in 0..200 {
+        let raw = strategy.new_tree(&mut runner).unwrap().current();
+        let want = tollgate::authz::path::canonicalize(&raw, false);
+        let resp = raw_request(gate.addr, &raw).await;
+        match want {
+            Ok(c) => {
+                assert!(resp.starts_with("HTTP/1.1 200"), "{raw}: {}", &resp[..resp.len().min(120)]);
+                let body = &resp[resp.find('{').unwrap()..=resp.rfind('}').unwrap()];
+                let seen: serde_json::Value = serde_json::from_str(body).unwrap();
+                assert_eq!(seen["path"], c.as_str(), "{raw}");
+            }
+            Err(_) => assert!(resp.starts_with("HTTP/1.1 400"), "{raw}: {}", &resp[..resp.len().min(120)]),
+        }
+    }
+}
+
+async fn raw_request(addr: std::net::SocketAddr, path: &str) -> String {
+    raw(addr, format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes()).await
+}
