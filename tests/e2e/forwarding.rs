@@ -207,7 +207,11 @@ async fn the_upstream_receives_exactly_the_authorized_canonical_path() {
     use proptest::strategy::{Strategy, ValueTree};
     use proptest::test_runner::TestRunner;
     let echo = Echo::start().await;
-    let gate = Gate::start(&config(&echo.url(), "[[routes]]\npath = \"/**\"\nauth = \"public\"\n")).await;
+    let gate = Gate::start(&config(
+        &echo.url(),
+        "[[routes]]\npath = \"/**\"\nauth = \"public\"\n",
+    ))
+    .await;
     let strategy = "/([a-zA-Z0-9._~!$&'()*+,=:@-]|%[0-9a-fA-F]{2}|/|\\.\\.?/){0,24}";
     let mut runner = TestRunner::deterministic();
     for _ in 0..200 {
@@ -216,16 +220,28 @@ async fn the_upstream_receives_exactly_the_authorized_canonical_path() {
         let resp = raw_request(gate.addr, &raw).await;
         match want {
             Ok(c) => {
-                assert!(resp.starts_with("HTTP/1.1 200"), "{raw}: {}", &resp[..resp.len().min(120)]);
+                assert!(
+                    resp.starts_with("HTTP/1.1 200"),
+                    "{raw}: {}",
+                    &resp[..resp.len().min(120)]
+                );
                 let body = &resp[resp.find('{').unwrap()..=resp.rfind('}').unwrap()];
                 let seen: serde_json::Value = serde_json::from_str(body).unwrap();
                 assert_eq!(seen["path"], c.as_str(), "{raw}");
             }
-            Err(_) => assert!(resp.starts_with("HTTP/1.1 400"), "{raw}: {}", &resp[..resp.len().min(120)]),
+            Err(_) => assert!(
+                resp.starts_with("HTTP/1.1 400"),
+                "{raw}: {}",
+                &resp[..resp.len().min(120)]
+            ),
         }
     }
 }
 
 async fn raw_request(addr: std::net::SocketAddr, path: &str) -> String {
-    raw(addr, format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes()).await
+    raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
 }

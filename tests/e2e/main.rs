@@ -11,6 +11,7 @@ mod errors;
 mod examples;
 mod explain;
 mod forwarding;
+mod hardening;
 mod hygiene;
 mod identity;
 mod jwks_faults;

@@ -1,0 +1,191 @@
+//! Adversarial HTTP-level cases on real sockets.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn odd_host_headers_do_not_change_the_route() {
+    let echo = Echo::start().await;
+    let gate = Gate::start(&config(&echo.url(), ROUTES)).await;
+    for host in [
+        "public",
+        "localhost/public",
+        "h:1/../public",
+        "[::1]",
+        "xn--e1a",
+        "a b",
+    ] {
+        let req = format!("GET /private/x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let resp = raw(gate.addr, req.as_bytes()).await;
+        assert!(
+            resp.starts_with("HTTP/1.1 401") || resp.starts_with("HTTP/1.1 400"),
+            "{host}: {resp}"
+        );
+    }
+    // Absolute form with a "public" authority, a private path: still private.
+    let resp = raw(
+        gate.addr,
+        b"GET http://public/private/x HTTP/1.1\r\nHost: public\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    let resp = raw(
+        gate.addr,
+        b"GET http://private/public/x HTTP/1.1\r\nHost: private\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+}
+
+#[tokio::test]
+async fn an_upstream_reset_mid_response_fails_cleanly_and_tollgate_keeps_serving() {
+    // An upstream that promises 1 MiB and hangs up after a few bytes.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\npartial")
+                    .await;
+                drop(s);
+            });
+        }
+    });
+    let gate = Gate::start(&config(&format!("http://{addr}"), ROUTES)).await;
+    for _ in 0..3 {
+        let resp = client()
+            .request(
+                http::Request::get(gate.url("/public/x"))
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        use http_body_util::BodyExt;
+        let body = resp.into_body().collect().await;
+        assert!(
+            body.is_err(),
+            "a truncated body must surface as an error, not as success"
+        );
+    }
+    // Tollgate itself is fine.
+    assert_eq!(get(&gate.admin_url("/healthz")).await.status, 200);
+    let ok = Echo::start().await;
+    let gate2 = Gate::start(&config(&ok.url(), ROUTES)).await;
+    assert_eq!(get(&gate2.url("/public/x")).await.status, 200);
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so a failure can be replayed.
+fn noise(seed: &mut u64, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            (*seed >> 24) as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn two_thousand_garbage_authorization_values_never_5xx_and_memory_stays_flat() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let echo = Echo::start().await;
+    let providers = "[[providers]]\nname = \"corp\"\nissuer = \"https://idp.example.com\"\naudiences = [\"api\"]\nmin_refetch_interval = \"1h\"\nkid_wait = \"10ms\"\n";
+    let gate = GateProcess::spawn(&config(&echo.url(), &format!("{providers}{ROUTES}")), "");
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let nested = format!("{}{}", "{\"a\":".repeat(3000), "}".repeat(3000));
+    let mut values: Vec<Vec<u8>> = Vec::new();
+    for i in 0..2000 {
+        let v = match i % 6 {
+            0 => noise(&mut seed, 1 + i % 300),
+            1 => format!(
+                "Bearer {}",
+                URL_SAFE_NO_PAD.encode(noise(&mut seed, 12_000))
+            )
+            .into_bytes(),
+            2 => format!(
+                "Bearer {}.{}.{}",
+                URL_SAFE_NO_PAD.encode(nested.as_bytes()),
+                URL_SAFE_NO_PAD.encode(b"{}"),
+                "c2ln"
+            )
+            .into_bytes(),
+            3 => {
+                let mut v = b"Bearer ".to_vec();
+                v.extend(noise(&mut seed, 64).iter().map(|b| b | 0x80));
+                v
+            }
+            4 => format!(
+                "Bearer {}.{}.{}",
+                URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":"x"}"#),
+                URL_SAFE_NO_PAD.encode(
+                    format!(
+                        r#"{{"iss":"https://idp.example.com","aud":"api","sub":"s","exp":{}}}"#,
+                        4_000_000_000u64
+                    )
+                    .as_bytes()
+                ),
+                URL_SAFE_NO_PAD.encode(noise(&mut seed, 256))
+            )
+            .into_bytes(),
+            _ => format!("bEaReR  {}", String::from_utf8_lossy(&noise(&mut seed, 40))).into_bytes(),
+        };
+        values.push(v);
+    }
+    let (rss_before, _) = gate.memory_kib();
+    let mut statuses = std::collections::BTreeMap::new();
+    for chunk in values.chunks(100) {
+        let mut set = tokio::task::JoinSet::new();
+        for v in chunk.to_vec() {
+            let addr = gate.addr;
+            set.spawn(async move {
+                let mut req =
+                    b"GET /private/x HTTP/1.1\r\nHost: h\r\nConnection: close\r\nAuthorization: "
+                        .to_vec();
+                req.extend(
+                    v.iter()
+                        .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+                );
+                req.extend(b"\r\n\r\n");
+                let resp = tokio::time::timeout(Duration::from_secs(20), raw(addr, &req))
+                    .await
+                    .expect("hung");
+                resp.get(9..12).unwrap_or("EOF").to_string()
+            });
+        }
+        while let Some(s) = set.join_next().await {
+            *statuses.entry(s.unwrap()).or_insert(0) += 1;
+        }
+    }
+    for (status, n) in &statuses {
+        assert!(
+            !status.starts_with('5') || status == "503",
+            "{n} × {status}: {statuses:?}"
+        );
+        assert_ne!(
+            status, "EOF",
+            "a connection was dropped without an answer: {statuses:?}"
+        );
+    }
+    let (rss_after, _) = gate.memory_kib();
+    assert!(
+        rss_after < rss_before + 20 * 1024,
+        "RSS {rss_before} → {rss_after} KiB"
+    );
+    assert_eq!(
+        get(&gate.url("/public/x")).await.status,
+        200,
+        "still serving"
+    );
+    eprintln!("statuses {statuses:?}, RSS {rss_before} → {rss_after} KiB");
+}
