@@ -146,7 +146,7 @@ async fn two_thousand_garbage_authorization_values_never_5xx_and_memory_stays_fl
     let mut statuses = std::collections::BTreeMap::new();
     for chunk in values.chunks(100) {
         let mut set = tokio::task::JoinSet::new();
-        for v in chunk.to_vec() {
+        for v in chunk.iter().cloned() {
             let addr = gate.addr;
             set.spawn(async move {
                 let mut req =
