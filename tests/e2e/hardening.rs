@@ -144,9 +144,14 @@ async fn two_thousand_garbage_authorization_values_never_5xx_and_memory_stays_fl
     }
     let (rss_before, _) = gate.memory_kib();
     let mut statuses = std::collections::BTreeMap::new();
-    for chunk in values.chunks(100) {
+    let mut pending = values.into_iter();
+    loop {
+        let chunk: Vec<Vec<u8>> = pending.by_ref().take(100).collect();
+        if chunk.is_empty() {
+            break;
+        }
         let mut set = tokio::task::JoinSet::new();
-        for v in chunk.iter().cloned() {
+        for v in chunk {
             let addr = gate.addr;
             set.spawn(async move {
                 let mut req =
