@@ -18,6 +18,20 @@ use ipnet::IpNet;
 
 use crate::authz::route::RouteTable;
 
+/// Whether a URL's host is `localhost` or a loopback address: plain `http://` is accepted
+/// there without `insecure_allow_http` (configured and discovered URLs alike).
+pub fn is_loopback(uri: &http::Uri) -> bool {
+    match uri.host() {
+        Some("localhost") => true,
+        Some(h) => h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
 /// Default path of the main config file.
 pub const DEFAULT_CONFIG_PATH: &str = "config/tollgate.toml";
 

@@ -310,15 +310,7 @@ impl KeySource {
         };
         match uri.scheme_str() {
             Some("https") => uri.host().is_some(),
-            Some("http") => {
-                self.insecure_allow_http
-                    || matches!(uri.host(), Some("localhost"))
-                    || uri
-                        .host()
-                        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
-                        .and_then(|h| h.parse::<std::net::IpAddr>().ok())
-                        .is_some_and(|ip| ip.is_loopback())
-            }
+            Some("http") => self.insecure_allow_http || crate::config::is_loopback(&uri),
             _ => false,
         }
     }

@@ -197,18 +197,6 @@ fn valid_account_id(s: &str) -> bool {
 }
 
 /// Whether a URL's host is a loopback address or `localhost`.
-fn is_loopback(uri: &Uri) -> bool {
-    match uri.host() {
-        Some("localhost") => true,
-        Some(h) => h
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    }
-}
-
 fn dir_of(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -733,7 +721,7 @@ fn url_option(
     match s.parse::<Uri>() {
         Ok(u) if u.scheme_str() == Some("https") && u.host().is_some() => {}
         Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => {
-            if !insecure_allow_http && !is_loopback(&u) {
+            if !insecure_allow_http && !super::is_loopback(&u) {
                 cx.err(
                     path,
                     format!("{s:?}: plain http is allowed only for loopback hosts or with insecure_allow_http = true"),
