@@ -194,3 +194,59 @@ async fn two_thousand_garbage_authorization_values_never_5xx_and_memory_stays_fl
     );
     eprintln!("statuses {statuses:?}, RSS {rss_before} → {rss_after} KiB");
 }
+
+#[tokio::test]
+async fn h2_rapid_reset_floods_do_not_grow_memory_or_stop_other_clients() {
+    let echo = Echo::start().await;
+    let gate = GateProcess::spawn(&config(&echo.url(), ROUTES), "");
+    let addr = gate.addr;
+    let victim: hyper_util::client::legacy::Client<_, TestBody> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let victim_get = || async {
+        victim
+            .request(
+                http::Request::get(format!("http://{addr}/public/x"))
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await
+            .map(|r| r.status().as_u16())
+    };
+    assert_eq!(victim_get().await.unwrap(), 200);
+    let (rss_before, _) = gate.memory_kib();
+
+    // Attackers: open streams and reset them at once, over several connections.
+    let mut resets = 0usize;
+    for _ in 0..10 {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let Ok((mut h2c, conn)) = h2::client::handshake(tcp).await else {
+            continue;
+        };
+        tokio::spawn(conn);
+        for _ in 0..1000 {
+            h2c = match h2c.ready().await {
+                Ok(c) => c,
+                Err(_) => break, // the server sent GOAWAY: the mitigation at work
+            };
+            let req = http::Request::get(format!("http://{addr}/public/x"))
+                .body(())
+                .unwrap();
+            let Ok((_resp, mut stream)) = h2c.send_request(req, false) else {
+                break;
+            };
+            stream.send_reset(h2::Reason::CANCEL);
+            resets += 1;
+        }
+        // Other clients are still served between and after the floods.
+        assert_eq!(victim_get().await.unwrap(), 200);
+    }
+    assert!(resets >= 100, "only {resets} resets were sent");
+    let (rss_after, _) = gate.memory_kib();
+    assert!(
+        rss_after < rss_before + 20 * 1024,
+        "RSS {rss_before} → {rss_after} KiB after {resets} resets"
+    );
+    eprintln!("{resets} resets, RSS {rss_before} → {rss_after} KiB");
+}
