@@ -250,3 +250,36 @@ async fn h2_rapid_reset_floods_do_not_grow_memory_or_stop_other_clients() {
     );
     eprintln!("{resets} resets, RSS {rss_before} → {rss_after} KiB");
 }
+
+#[tokio::test]
+async fn a_header_drip_is_cut_off_at_the_header_timeout() {
+    let echo = Echo::start().await;
+    let main = config(
+        &echo.url(),
+        &format!("[limits]\nheader_read_timeout = \"400ms\"\n{ROUTES}"),
+    );
+    let gate = Gate::start(&main).await;
+    let mut s = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
+    let head = b"GET /public/x HTTP/1.1\r\nHost: h\r\nX-Drip: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let started = std::time::Instant::now();
+    let mut cut = false;
+    // The attack: one byte every 50 ms; the whole head would take over 3 s.
+    for b in head {
+        if s.write_all(&[*b]).await.is_err() {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if started.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        cut || !text.contains("200 OK"),
+        "the drip was served: {text}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4), "not cut off");
+}
