@@ -38,6 +38,8 @@ pub enum RequestError {
     DuplicateAuthorization,
     #[error("tokens in more than one place")]
     TokenInTwoPlaces,
+    #[error("ambiguous message framing")]
+    AmbiguousFraming,
 }
 
 /// Authentication failures (401).
@@ -289,6 +291,9 @@ impl ProxyError {
                 match e {
                     RequestError::DuplicateAuthorization => "more than one Authorization header",
                     RequestError::TokenInTwoPlaces => "a token was sent in more than one place",
+                    RequestError::AmbiguousFraming => {
+                        "Content-Length with Transfer-Encoding, or more than one Content-Length"
+                    }
                 },
                 Reason::BadRequest,
                 None,

@@ -20,7 +20,7 @@ use crate::audit::{self, AuditEvent};
 use crate::auth::extract;
 use crate::authz::path::{CanonicalPath, canonicalize};
 use crate::authz::{self, Permit};
-use crate::error::{ProxyError, Rejection, UpstreamError};
+use crate::error::{ProxyError, Rejection, RequestError, UpstreamError};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::state::Snapshot;
 
@@ -33,6 +33,12 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
 }
+
+/// Request extension set by the server when the request's head had ambiguous framing
+/// (`Content-Length` with `Transfer-Encoding`, or two `Content-Length` lines): the request
+/// is refused with 400 and its connection closed.
+#[derive(Debug, Clone, Copy)]
+pub struct AmbiguousFraming;
 
 /// Filled in by the inner handler as it goes, read by the outer one for the audit event.
 #[derive(Default)]
@@ -63,7 +69,14 @@ pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Re
                 }
                 tracing::debug!(error = %e, "request refused");
                 let rej = e.rejection();
-                (error_response(&rej, &request_id), rej.reason)
+                let mut resp = error_response(&rej, &request_id);
+                if matches!(e, ProxyError::Request(RequestError::AmbiguousFraming)) {
+                    // The rest of the connection cannot be trusted to be framed as the
+                    // client meant.
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                (resp, rej.reason)
             }
         };
     resp.headers_mut()
@@ -101,6 +114,11 @@ async fn authorize_and_forward(
     trace: &mut Trace,
 ) -> Result<(Response<Body>, Permit), ProxyError> {
     let cfg = &snap.config;
+
+    // 0. Framing the server found ambiguous: nothing of this request is trusted.
+    if req.extensions().get::<AmbiguousFraming>().is_some() {
+        return Err(RequestError::AmbiguousFraming.into());
+    }
 
     // 1. Canonical path: matched and forwarded as the same string.
     let path: &CanonicalPath = trace

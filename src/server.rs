@@ -2,6 +2,7 @@
 //! per-connection task, with a timeout), hyper-util's auto builder (HTTP/1.1 and h2), an
 //! idle timeout, and graceful drain on shutdown (design §8.6).
 
+mod framing;
 mod io;
 
 use std::convert::Infallible;
@@ -23,6 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::app::App;
 use crate::config::Limits;
 use crate::proxy::{self, ConnInfo};
+use framing::{Framing, Sniffed, Watcher};
 use io::{Activity, Tracked};
 
 /// Why the server could not start.
@@ -117,16 +119,19 @@ pub async fn start(app: Arc<App>) -> Result<Running, StartError> {
         public_opts,
         app.clone(),
         rx.clone(),
-        move |conn| {
+        move |conn, framing: Arc<Framing>| {
             let app = a1.clone();
-            service_fn(move |req: Request<Incoming>| {
+            service_fn(move |mut req: Request<Incoming>| {
+                if req.version() <= http::Version::HTTP_11 && framing.next_request_conflicts() {
+                    req.extensions_mut().insert(proxy::AmbiguousFraming);
+                }
                 let app = app.clone();
                 async move { Ok::<_, Infallible>(proxy::handle(app, conn, req).await) }
             })
         },
     ));
     let a2 = app.clone();
-    let admin_task = tokio::spawn(accept_loop(admin, admin_opts, app, rx, move |_conn| {
+    let admin_task = tokio::spawn(accept_loop(admin, admin_opts, app, rx, move |_conn, _framing| {
         let app = a2.clone();
         service_fn(move |req: Request<Incoming>| {
             let app = app.clone();
@@ -165,7 +170,7 @@ async fn accept_loop<F, S, B>(
     mut shutdown: watch::Receiver<bool>,
     make_service: F,
 ) where
-    F: Fn(ConnInfo) -> S + Send + Sync + 'static,
+    F: Fn(ConnInfo, Arc<Framing>) -> S + Send + Sync + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Send
         + 'static,
@@ -202,8 +207,14 @@ async fn accept_loop<F, S, B>(
             peer,
             tls: opts.tls.is_some(),
         };
-        let service = make_service(conn);
-        let watcher = graceful.watcher();
+        let framing = Framing::new();
+        let watcher = Watcher::new(
+            framing.clone(),
+            opts.limits.max_header_bytes,
+            opts.limits.max_headers,
+        );
+        let service = make_service(conn, framing);
+        let graceful_watcher = graceful.watcher();
         let builder = builder.clone();
         let app = app.clone();
         let tls = opts.tls.clone();
@@ -211,7 +222,14 @@ async fn accept_loop<F, S, B>(
         tokio::spawn(async move {
             let _permit = permit;
             app.metrics.connection_opened();
-            let serve = serve_connection(stream, tls, builder, watcher, service, idle);
+            let serve = serve_connection(
+                stream,
+                tls,
+                builder,
+                graceful_watcher,
+                (service, watcher),
+                idle,
+            );
             serve.await;
             app.metrics.connection_closed();
         });
@@ -238,8 +256,8 @@ async fn serve_connection<S, B>(
     stream: TcpStream,
     tls: Option<(TlsAcceptor, Duration)>,
     builder: Arc<Builder<TokioExecutor>>,
-    watcher: hyper_util::server::graceful::Watcher,
-    service: S,
+    graceful: hyper_util::server::graceful::Watcher,
+    (service, framing): (S, Watcher),
     idle: Duration,
 ) where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -254,8 +272,9 @@ async fn serve_connection<S, B>(
     let io = Tracked::new(stream, activity.clone());
     match tls {
         None => {
+            let io = Sniffed::new(io, framing);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-            let conn = watcher.watch(conn.into_owned());
+            let conn = graceful.watch(conn.into_owned());
             tokio::select! {
                 r = conn => if let Err(e) = r { tracing::debug!(error = %e, "connection error") },
                 _ = activity.idle(idle) => tracing::debug!("idle timeout"),
@@ -273,8 +292,9 @@ async fn serve_connection<S, B>(
                     return;
                 }
             };
+            let tls = Sniffed::new(tls, framing);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            let conn = watcher.watch(conn.into_owned());
+            let conn = graceful.watch(conn.into_owned());
             tokio::select! {
                 r = conn => if let Err(e) = r { tracing::debug!(error = %e, "connection error") },
                 _ = activity.idle(idle) => tracing::debug!("idle timeout"),

@@ -283,3 +283,77 @@ async fn a_header_drip_is_cut_off_at_the_header_timeout() {
     );
     assert!(started.elapsed() < Duration::from_secs(4), "not cut off");
 }
+
+/// Writes `bytes`, then reads until the server closes the connection (panics if it does not
+/// within 10 s).
+async fn until_closed(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the connection was not closed")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn ambiguous_framing_is_refused_and_the_connection_closed() {
+    let echo = Echo::start().await;
+    let gate = Gate::start(&config(&echo.url(), ROUTES)).await;
+    // Each head is followed by a request an ambiguity could smuggle: it is never answered.
+    let smuggled = "GET /public/smuggled HTTP/1.1\r\nHost: h\r\n\r\n";
+    for head in [
+        "Content-Length: 50\r\nTransfer-Encoding: chunked",
+        "Transfer-Encoding: chunked\r\nContent-Length: 5",
+        "transfer-encoding: gzip, chunked\r\ncontent-length: 0",
+        "Transfer-Encoding: chunked\r\nContent-Length: not-a-number",
+        "Content-Length: 5\r\nContent-Length: 5",
+        "Content-Length: 5\r\nContent-Length: 6",
+    ] {
+        let req = format!(
+            "POST /public/x HTTP/1.1\r\nHost: h\r\n{head}\r\n\r\n0\r\n\r\n{smuggled}"
+        );
+        let resp = until_closed(gate.addr, req.as_bytes()).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{head}: {resp}");
+        assert_eq!(resp.matches("HTTP/1.1 ").count(), 1, "{head}: {resp}");
+        assert!(!resp.contains("smuggled"), "{head}: {resp}");
+        assert!(!resp.contains("\"path\""), "reached the upstream: {resp}");
+    }
+    // On a kept-alive connection, the requests before the ambiguous one are served
+    // normally (also when a body looks like a head), and the ambiguous one is refused.
+    let body = "GET /public/inner HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let req = format!(
+        "GET /public/a HTTP/1.1\r\nHost: h\r\n\r\n\
+         POST /public/b HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{body}\
+         POST /public/c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+         POST /public/d HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}",
+        body.len()
+    );
+    let resp = until_closed(gate.addr, req.as_bytes()).await;
+    let statuses: Vec<&str> = resp
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(i, _)| resp.get(i + 9..i + 12))
+        .collect();
+    assert_eq!(statuses, ["200", "200", "200", "400"], "{resp}");
+    for path in ["/public/a", "/public/b", "/public/c"] {
+        assert!(resp.contains(&format!("\"{path}\"")), "{path}: {resp}");
+    }
+    assert!(!resp.contains("/public/d\""), "{resp}");
+    assert!(!resp.contains("smuggled") && !resp.contains("inner\""), "{resp}");
+    // The refusal is an ordinary error body and is counted as a bad request.
+    assert!(resp.contains("\"error\":\"invalid_request\""), "{resp}");
+    // Five heads above reach the service (hyper itself refuses two different lengths
+    // before that), plus the pipelined one.
+    let refused = gate
+        .metric("tollgate_requests_total{decision=\"deny\",reason=\"bad_request\"}")
+        .await;
+    assert_eq!(refused, 6.0);
+    // The gate keeps serving.
+    let resp = raw(
+        gate.addr,
+        b"GET /public/after HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+}

@@ -1,0 +1,541 @@
+//! Ambiguous request framing (design §7, RFC 9112 §6.1 and §6.3): a request head that
+//! carries `Content-Length` together with `Transfer-Encoding`, or more than one
+//! `Content-Length` line, is answered 400 and its connection closed.
+//!
+//! hyper resolves such a head safely on its own (chunked wins and the length is dropped;
+//! differing lengths are refused) but hides the conflict from the service: by the time a
+//! request reaches us the `Content-Length` is gone. So a [`Sniffed`] reader watches the
+//! bytes hyper reads, follows HTTP/1 message framing with the same head parser hyper uses
+//! (`httparse`) and the chunked grammar of RFC 9112 §7.1, and records the ordinal of the
+//! first head with conflicting framing in the connection's [`Framing`]. The service counts
+//! the requests it is handed and refuses the one with that ordinal.
+//!
+//! Anything the watcher does not follow (HTTP/2, a parse error, a head over the limit) turns
+//! it off for the rest of the connection: it can miss a conflict (hyper's own handling then
+//! applies) but never mark a request that has none.
+
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Heads with up to this many header lines are parsed without a heap allocation.
+const STACK_HEADERS: usize = 128;
+
+/// Shared between a connection's reader and its service.
+#[derive(Debug, Default)]
+pub(crate) struct Framing {
+    /// 1-based ordinal of the first head with conflicting framing; 0 for none.
+    conflict: AtomicU64,
+    /// Requests handed to the service so far.
+    served: AtomicU64,
+}
+
+impl Framing {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Called once per request, in order, by the service of an HTTP/1 connection: whether
+    /// this request's head had conflicting framing.
+    pub(crate) fn next_request_conflicts(&self) -> bool {
+        let n = self.served.fetch_add(1, Ordering::AcqRel) + 1;
+        self.conflict.load(Ordering::Acquire) == n
+    }
+}
+
+/// Where the watcher is in the byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At (or inside) a request head.
+    Head,
+    /// Inside a `Content-Length` body: bytes left.
+    Length(u64),
+    /// Inside a chunked body.
+    Chunked(Chunk),
+    /// Not following this connection any more.
+    Off,
+}
+
+/// RFC 9112 §7.1, with the strict CRLF line ends hyper's decoder requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Before the first hex digit of a chunk size.
+    Start,
+    Size(u64),
+    /// Blanks after the size.
+    Blank(u64),
+    /// A chunk extension, up to CR.
+    Extension(u64),
+    SizeLf(u64),
+    Data(u64),
+    DataCr,
+    DataLf,
+    /// After the last chunk or a trailer line: CR ends the body, anything else starts a
+    /// trailer line.
+    EndCr,
+    EndLf,
+    Trailer,
+    TrailerLf,
+}
+
+/// What one complete head says about the bytes after it.
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    Partial,
+    /// Not something hyper would serve (it answers 400/431 and closes), or not HTTP/1.
+    Invalid,
+    /// Length of the head and the state of the bytes after it.
+    Next(usize, State),
+    /// Its framing is ambiguous.
+    Conflict,
+}
+
+/// The framing watcher of one connection.
+#[derive(Debug)]
+pub(crate) struct Watcher {
+    state: State,
+    /// A head split across reads, kept until it is complete (bounded by `limit`).
+    partial: Vec<u8>,
+    heads: u64,
+    limit: usize,
+    max_headers: usize,
+    shared: Arc<Framing>,
+}
+
+impl Watcher {
+    pub(crate) fn new(shared: Arc<Framing>, limit: usize, max_headers: usize) -> Self {
+        Self {
+            state: State::Head,
+            partial: Vec::new(),
+            heads: 0,
+            limit,
+            max_headers,
+            shared,
+        }
+    }
+
+    fn off(&mut self) {
+        self.state = State::Off;
+        self.partial = Vec::new();
+    }
+
+    /// Follows `data`, the next bytes of the connection.
+    pub(crate) fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match self.state {
+                State::Off => return,
+                State::Length(left) => {
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(data.len());
+                    data = data.get(n..).unwrap_or_default();
+                    let left = left - n as u64;
+                    self.state = if left == 0 {
+                        State::Head
+                    } else {
+                        State::Length(left)
+                    };
+                }
+                State::Chunked(Chunk::Data(left)) => {
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(data.len());
+                    data = data.get(n..).unwrap_or_default();
+                    let left = left - n as u64;
+                    self.state = State::Chunked(if left == 0 {
+                        Chunk::DataCr
+                    } else {
+                        Chunk::Data(left)
+                    });
+                }
+                State::Chunked(c) => {
+                    let Some((&b, rest)) = data.split_first() else {
+                        return;
+                    };
+                    data = rest;
+                    self.state = match chunk_step(c, b) {
+                        Some(Some(next)) => State::Chunked(next),
+                        Some(None) => State::Head,
+                        None => State::Off,
+                    };
+                }
+                State::Head => data = self.head(data),
+            }
+        }
+    }
+
+    /// Consumes head bytes from `data`, returning what follows the head (if it completed).
+    fn head<'a>(&mut self, data: &'a [u8]) -> &'a [u8] {
+        let kept = self.partial.len();
+        let parsed = if kept == 0 {
+            parse_head(data, self.max_headers)
+        } else {
+            let room = self.limit.saturating_sub(kept).min(data.len());
+            self.partial
+                .extend_from_slice(data.get(..room).unwrap_or_default());
+            parse_head(&self.partial, self.max_headers)
+        };
+        match parsed {
+            Head::Partial => {
+                if kept == 0 {
+                    if data.len() >= self.limit {
+                        self.off();
+                    } else {
+                        self.partial.extend_from_slice(data);
+                    }
+                } else if self.partial.len() >= self.limit {
+                    self.off();
+                }
+                &[]
+            }
+            Head::Invalid => {
+                self.off();
+                &[]
+            }
+            Head::Conflict => {
+                self.heads += 1;
+                self.shared.conflict.store(self.heads, Ordering::Release);
+                // hyper closes the connection after this request: nothing more to follow.
+                self.off();
+                &[]
+            }
+            Head::Next(len, next) => {
+                self.heads += 1;
+                self.partial.clear();
+                self.state = next;
+                // The head ends `len - kept` bytes into `data` (a kept partial head was
+                // incomplete, so it ends inside `data`).
+                match len.checked_sub(kept).and_then(|at| data.get(at..)) {
+                    Some(rest) => rest,
+                    None => {
+                        self.off();
+                        &[]
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Parses one request head the way hyper's server does, and classifies its framing.
+fn parse_head(bytes: &[u8], max_headers: usize) -> Head {
+    let mut stack = [MaybeUninit::<httparse::Header<'_>>::uninit(); STACK_HEADERS];
+    let mut heap: Vec<MaybeUninit<httparse::Header<'_>>>;
+    let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if max_headers <= STACK_HEADERS {
+        stack.get_mut(..max_headers).unwrap_or_default()
+    } else {
+        heap = vec![MaybeUninit::uninit(); max_headers];
+        &mut heap
+    };
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(bytes, slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Head::Partial,
+        Err(_) => return Head::Invalid,
+    };
+    let mut lengths = 0usize;
+    let mut length = Some(0);
+    let mut encoded = false;
+    let mut chunked = false;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            lengths += 1;
+            // hyper skips a length after `Transfer-Encoding` unparsed: judge the conflict
+            // before the value.
+            length = digits(h.value);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            encoded = true;
+            chunked = last_coding_is_chunked(h.value);
+        }
+    }
+    if lengths > 1 || (lengths == 1 && encoded) {
+        return Head::Conflict;
+    }
+    let next = if encoded {
+        if !chunked || req.version != Some(1) {
+            return Head::Invalid;
+        }
+        State::Chunked(Chunk::Start)
+    } else {
+        match length {
+            None => return Head::Invalid,
+            Some(0) => State::Head,
+            Some(n) => State::Length(n),
+        }
+    };
+    Head::Next(len, next)
+}
+
+/// A `Content-Length` value: decimal digits only, no sign, no list, no overflow.
+fn digits(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 {
+        return None;
+    }
+    value.iter().try_fold(0u64, |acc, &b| {
+        b.is_ascii_digit()
+            .then(|| acc * 10 + u64::from(b - b'0'))
+    })
+}
+
+/// Whether `chunked` is the final transfer coding of one `Transfer-Encoding` line.
+fn last_coding_is_chunked(value: &[u8]) -> bool {
+    let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+    last.trim_ascii().eq_ignore_ascii_case(b"chunked")
+}
+
+fn hex(b: u8) -> Option<u64> {
+    char::from(b).to_digit(16).map(u64::from)
+}
+
+/// One byte of chunked framing: `Some(Some(next))` to go on, `Some(None)` at the end of the
+/// body, `None` for a framing error (hyper refuses the body and closes).
+fn chunk_step(c: Chunk, b: u8) -> Option<Option<Chunk>> {
+    let next = match (c, b) {
+        (Chunk::Start, _) => Chunk::Size(hex(b)?),
+        (Chunk::Size(n), _) if hex(b).is_some() => {
+            Chunk::Size(n.checked_mul(16)?.checked_add(hex(b)?)?)
+        }
+        (Chunk::Size(n) | Chunk::Blank(n), b' ' | b'\t') => Chunk::Blank(n),
+        (Chunk::Size(n) | Chunk::Blank(n), b';') => Chunk::Extension(n),
+        (Chunk::Size(n) | Chunk::Blank(n) | Chunk::Extension(n), b'\r') => Chunk::SizeLf(n),
+        (Chunk::Extension(_), b'\n') => return None,
+        (Chunk::Extension(n), _) => Chunk::Extension(n),
+        (Chunk::SizeLf(0), b'\n') => Chunk::EndCr,
+        (Chunk::SizeLf(n), b'\n') => Chunk::Data(n),
+        (Chunk::DataCr, b'\r') => Chunk::DataLf,
+        (Chunk::DataLf, b'\n') => Chunk::Start,
+        (Chunk::EndCr, b'\r') => Chunk::EndLf,
+        (Chunk::Trailer, b'\r') => Chunk::TrailerLf,
+        (Chunk::EndCr | Chunk::Trailer, _) => Chunk::Trailer,
+        (Chunk::EndLf, b'\n') => return Some(None),
+        (Chunk::TrailerLf, b'\n') => Chunk::EndCr,
+        _ => return None,
+    };
+    Some(Some(next))
+}
+
+pin_project_lite::pin_project! {
+    /// `T` with every byte read shown to a [`Watcher`].
+    pub(crate) struct Sniffed<T> {
+        #[pin]
+        inner: T,
+        watcher: Watcher,
+    }
+}
+
+impl<T> Sniffed<T> {
+    pub(crate) fn new(inner: T, watcher: Watcher) -> Self {
+        Self { inner, watcher }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Sniffed<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let r = this.inner.poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && this.watcher.state != State::Off {
+            this.watcher
+                .feed(buf.filled().get(before..).unwrap_or_default());
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Sniffed<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn watch(chunks: &[&[u8]]) -> (Watcher, Arc<Framing>) {
+        let shared = Framing::new();
+        let mut w = Watcher::new(shared.clone(), 32 * 1024, 100);
+        for c in chunks {
+            w.feed(c);
+        }
+        (w, shared)
+    }
+
+    fn conflict_of(shared: &Framing) -> u64 {
+        shared.conflict.load(Ordering::Acquire)
+    }
+
+    #[test]
+    fn both_orders_of_length_and_encoding_conflict() {
+        for head in [
+            &b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\ncontent-length: 5\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: nope\r\n\r\n",
+        ] {
+            let (w, shared) = watch(&[head]);
+            assert_eq!(conflict_of(&shared), 1, "{}", String::from_utf8_lossy(head));
+            assert_eq!(w.state, State::Off);
+        }
+    }
+
+    #[test]
+    fn the_ordinal_is_that_of_the_conflicting_request() {
+        let stream = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n\
+            POST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc\
+            POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: v\r\n\r\n\
+            POST /d HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let (_, shared) = watch(&[stream]);
+        assert_eq!(conflict_of(&shared), 4);
+        assert!(!shared.next_request_conflicts());
+        assert!(!shared.next_request_conflicts());
+        assert!(!shared.next_request_conflicts());
+        assert!(shared.next_request_conflicts());
+    }
+
+    #[test]
+    fn bodies_that_look_like_heads_are_skipped() {
+        let body = b"GET /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut stream = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len())
+            .into_bytes();
+        stream.extend_from_slice(body);
+        stream.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        let (w, shared) = watch(&[&stream]);
+        assert_eq!(conflict_of(&shared), 0);
+        assert_eq!(w.state, State::Head);
+        assert_eq!(w.heads, 2);
+    }
+
+    #[test]
+    fn non_http1_and_malformed_streams_turn_it_off() {
+        for s in [
+            &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+            b"\x16\x03\x01\x02\x00\x01",
+            b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;a\nb\r\n",
+        ] {
+            let (w, shared) = watch(&[s]);
+            assert_eq!(w.state, State::Off, "{}", String::from_utf8_lossy(s));
+            assert_eq!(conflict_of(&shared), 0);
+        }
+    }
+
+    #[test]
+    fn a_head_over_the_limit_turns_it_off_and_memory_stays_bounded() {
+        let shared = Framing::new();
+        let mut w = Watcher::new(shared, 1024, 100);
+        w.feed(b"GET / HTTP/1.1\r\n");
+        for _ in 0..1000 {
+            w.feed(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+            assert!(w.partial.len() <= 1024);
+        }
+        assert_eq!(w.state, State::Off);
+    }
+
+    #[test]
+    fn many_headers_beyond_the_stack_array_are_parsed() {
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..300 {
+            head.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let shared = Framing::new();
+        let mut w = Watcher::new(shared.clone(), 64 * 1024, 1000);
+        w.feed(&head);
+        assert_eq!(conflict_of(&shared), 1);
+    }
+
+    /// One request of a generated stream: its bytes, and whether its framing conflicts.
+    fn request() -> impl Strategy<Value = (Vec<u8>, bool)> {
+        let body = proptest::collection::vec(any::<u8>(), 0..40);
+        let chunks = proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..20), 0..4);
+        prop_oneof![
+            Just((b"GET /g HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), false)),
+            body.prop_map(|b| {
+                let mut r = format!("PUT /l HTTP/1.1\r\ncontent-LENGTH: {}\r\n\r\n", b.len())
+                    .into_bytes();
+                r.extend_from_slice(&b);
+                (r, false)
+            }),
+            (chunks, any::<bool>()).prop_map(|(cs, trailer)| {
+                let mut r = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+                for c in cs {
+                    r.extend_from_slice(format!("{:X} ; e=1\r\n", c.len()).as_bytes());
+                    r.extend_from_slice(&c);
+                    r.extend_from_slice(b"\r\n");
+                }
+                r.extend_from_slice(b"0\r\n");
+                if trailer {
+                    r.extend_from_slice(b"X-T: 1\r\n");
+                }
+                r.extend_from_slice(b"\r\n");
+                (r, false)
+            }),
+            Just((
+                b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n"
+                    .to_vec(),
+                true
+            )),
+        ]
+    }
+
+    proptest! {
+        /// However the stream is cut into reads, the recorded ordinal is that of the first
+        /// conflicting request, and nothing is recorded without one.
+        #[test]
+        fn ordinal_is_independent_of_read_boundaries(
+            reqs in proptest::collection::vec(request(), 1..8),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+        ) {
+            let stream: Vec<u8> = reqs.iter().flat_map(|(r, _)| r.clone()).collect();
+            let expected = reqs.iter().position(|(_, c)| *c).map_or(0, |i| i as u64 + 1);
+            let mut at: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+            at.push(0);
+            at.push(stream.len());
+            at.sort_unstable();
+            let shared = Framing::new();
+            let mut w = Watcher::new(shared.clone(), 32 * 1024, 100);
+            for pair in at.windows(2) {
+                w.feed(&stream[pair[0]..pair[1]]);
+            }
+            prop_assert_eq!(conflict_of(&shared), expected);
+            if expected == 0 {
+                prop_assert_eq!(w.state, State::Head);
+                prop_assert_eq!(w.heads, reqs.len() as u64);
+            }
+        }
+    }
+}
