@@ -2,7 +2,7 @@
 //! per-connection task, with a timeout), hyper-util's auto builder (HTTP/1.1 and h2), an
 //! idle timeout, and graceful drain on shutdown (design §8.6).
 
-mod framing;
+pub mod framing;
 mod io;
 
 use std::convert::Infallible;

@@ -27,7 +27,7 @@ const STACK_HEADERS: usize = 128;
 
 /// Shared between a connection's reader and its service.
 #[derive(Debug, Default)]
-pub(crate) struct Framing {
+pub struct Framing {
     /// 1-based ordinal of the first head with conflicting framing; 0 for none.
     conflict: AtomicU64,
     /// Requests handed to the service so far.
@@ -35,15 +35,20 @@ pub(crate) struct Framing {
 }
 
 impl Framing {
-    pub(crate) fn new() -> Arc<Self> {
+    pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
 
     /// Called once per request, in order, by the service of an HTTP/1 connection: whether
     /// this request's head had conflicting framing.
-    pub(crate) fn next_request_conflicts(&self) -> bool {
+    pub fn next_request_conflicts(&self) -> bool {
         let n = self.served.fetch_add(1, Ordering::AcqRel) + 1;
         self.conflict.load(Ordering::Acquire) == n
+    }
+
+    /// The 1-based ordinal of the first head with conflicting framing, if any.
+    pub fn conflicting_head(&self) -> Option<u64> {
+        Some(self.conflict.load(Ordering::Acquire)).filter(|&n| n > 0)
     }
 }
 
@@ -90,13 +95,13 @@ enum Head {
     Invalid,
     /// Length of the head and the state of the bytes after it.
     Next(usize, State),
-    /// Its framing is ambiguous.
-    Conflict,
+    /// Length of the head; its framing is ambiguous.
+    Conflict(usize),
 }
 
 /// The framing watcher of one connection.
 #[derive(Debug)]
-pub(crate) struct Watcher {
+pub struct Watcher {
     state: State,
     /// A head split across reads, kept until it is complete (bounded by `limit`).
     partial: Vec<u8>,
@@ -107,7 +112,7 @@ pub(crate) struct Watcher {
 }
 
 impl Watcher {
-    pub(crate) fn new(shared: Arc<Framing>, limit: usize, max_headers: usize) -> Self {
+    pub fn new(shared: Arc<Framing>, limit: usize, max_headers: usize) -> Self {
         Self {
             state: State::Head,
             partial: Vec::new(),
@@ -118,13 +123,18 @@ impl Watcher {
         }
     }
 
+    /// Complete heads seen so far, and whether the watcher still follows the connection.
+    pub fn progress(&self) -> (u64, bool) {
+        (self.heads, self.state != State::Off)
+    }
+
     fn off(&mut self) {
         self.state = State::Off;
         self.partial = Vec::new();
     }
 
     /// Follows `data`, the next bytes of the connection.
-    pub(crate) fn feed(&mut self, mut data: &[u8]) {
+    pub fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             match self.state {
                 State::Off => return,
@@ -175,6 +185,11 @@ impl Watcher {
                 .extend_from_slice(data.get(..room).unwrap_or_default());
             parse_head(&self.partial, self.max_headers)
         };
+        let parsed = match parsed {
+            // hyper refuses a head over its buffer size (431), however it was read.
+            Head::Next(len, _) | Head::Conflict(len) if len > self.limit => Head::Invalid,
+            other => other,
+        };
         match parsed {
             Head::Partial => {
                 if kept == 0 {
@@ -192,7 +207,7 @@ impl Watcher {
                 self.off();
                 &[]
             }
-            Head::Conflict => {
+            Head::Conflict(_) => {
                 self.heads += 1;
                 self.shared.conflict.store(self.heads, Ordering::Release);
                 // hyper closes the connection after this request: nothing more to follow.
@@ -249,7 +264,7 @@ fn parse_head(bytes: &[u8], max_headers: usize) -> Head {
         }
     }
     if lengths > 1 || (lengths == 1 && encoded) {
-        return Head::Conflict;
+        return Head::Conflict(len);
     }
     let next = if encoded {
         if !chunked || req.version != Some(1) {
@@ -316,7 +331,7 @@ fn chunk_step(c: Chunk, b: u8) -> Option<Option<Chunk>> {
 
 pin_project_lite::pin_project! {
     /// `T` with every byte read shown to a [`Watcher`].
-    pub(crate) struct Sniffed<T> {
+    pub struct Sniffed<T> {
         #[pin]
         inner: T,
         watcher: Watcher,
@@ -324,7 +339,7 @@ pin_project_lite::pin_project! {
 }
 
 impl<T> Sniffed<T> {
-    pub(crate) fn new(inner: T, watcher: Watcher) -> Self {
+    pub fn new(inner: T, watcher: Watcher) -> Self {
         Self { inner, watcher }
     }
 }
