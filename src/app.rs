@@ -73,5 +73,4 @@ impl App {
 /// Installs aws-lc-rs as the process-wide rustls provider (idempotent).
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
 }

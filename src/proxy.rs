@@ -42,7 +42,7 @@ pub struct AmbiguousFraming;
 
 /// Filled in by the inner handler as it goes, read by the outer one for the audit event.
 #[derive(Default)]
-struct Trace {
+pub struct Trace {
     path: Option<CanonicalPath>,
     route: Option<usize>,
     provider: Option<String>,
@@ -113,23 +113,67 @@ async fn authorize_and_forward(
     request_id: &HeaderValue,
     trace: &mut Trace,
 ) -> Result<(Response<Body>, Permit), ProxyError> {
-    let cfg = &snap.config;
-
     // 0. Framing the server found ambiguous: nothing of this request is trusted.
     if req.extensions().get::<AmbiguousFraming>().is_some() {
         return Err(RequestError::AmbiguousFraming.into());
     }
+    // The upgrade wish is read before the headers are stripped: `Upgrade` is hop-by-hop.
+    let upgrade = headers::upgrade_request(req.headers());
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+
+    let permit = prepare(
+        app,
+        snap,
+        conn,
+        &mut parts,
+        upgrade.as_ref(),
+        request_id,
+        trace,
+    )
+    .await?;
+
+    // 10. Forward.
+    let mut resp = snap.upstream.send(Request::from_parts(parts, body)).await?;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(UpstreamError::Protocol.into());
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let up_value = resp.headers().get(header::UPGRADE).cloned();
+        headers::strip_hop_by_hop(resp.headers_mut());
+        if let Some(v) = up_value {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            resp.headers_mut().insert(header::UPGRADE, v);
+        }
+        tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+    } else {
+        headers::strip_hop_by_hop(resp.headers_mut());
+    }
+    Ok((resp.map(Either::Left), permit))
+}
+
+/// Steps 1–9 without the network: canonical path, header hygiene, route, token, identity,
+/// permissions, decision, and the upstream request head rewritten in place. Public for the
+/// in-memory pipeline benchmark.
+pub async fn prepare(
+    app: &App,
+    snap: &Snapshot,
+    conn: ConnInfo,
+    parts: &mut http::request::Parts,
+    upgrade: Option<&HeaderValue>,
+    request_id: &HeaderValue,
+    trace: &mut Trace,
+) -> Result<Permit, ProxyError> {
+    let cfg = &snap.config;
 
     // 1. Canonical path: matched and forwarded as the same string.
     let path: &CanonicalPath = trace
         .path
-        .insert(canonicalize(req.uri().path(), cfg.paths.allow_semicolons)?);
+        .insert(canonicalize(parts.uri.path(), cfg.paths.allow_semicolons)?);
 
-    // 2. Strip hop-by-hop and client-supplied identity headers, on every path. The upgrade
-    //    wish is read first: `Upgrade` is itself hop-by-hop.
-    let upgrade = headers::upgrade_request(req.headers());
-    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
+    // 2. Strip hop-by-hop and client-supplied identity headers, on every path.
     headers::strip_hop_by_hop(&mut parts.headers);
     let stripped = headers::strip_identity(&mut parts.headers, &cfg.headers.identity_prefix);
     app.metrics.identity_headers_stripped(stripped);
@@ -227,7 +271,7 @@ async fn authorize_and_forward(
             .headers
             .insert(snap.identity_headers.assertion.clone(), v);
     }
-    if let Some(u) = &upgrade {
+    if let Some(u) = upgrade {
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -241,25 +285,7 @@ async fn authorize_and_forward(
     parts.uri = snap.upstream.uri_for(path.as_str(), query.as_deref())?;
     parts.version = Version::HTTP_11;
 
-    let mut resp = snap.upstream.send(Request::from_parts(parts, body)).await?;
-
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_upgrade) = client_upgrade else {
-            return Err(UpstreamError::Protocol.into());
-        };
-        let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        let up_value = resp.headers().get(header::UPGRADE).cloned();
-        headers::strip_hop_by_hop(resp.headers_mut());
-        if let Some(v) = up_value {
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            resp.headers_mut().insert(header::UPGRADE, v);
-        }
-        tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
-    } else {
-        headers::strip_hop_by_hop(resp.headers_mut());
-    }
-    Ok((resp.map(Either::Left), permit))
+    Ok(permit)
 }
 
 /// Copies bytes both ways between an upgraded client and upstream connection.

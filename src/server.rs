@@ -131,13 +131,19 @@ pub async fn start(app: Arc<App>) -> Result<Running, StartError> {
         },
     ));
     let a2 = app.clone();
-    let admin_task = tokio::spawn(accept_loop(admin, admin_opts, app, rx, move |_conn, _framing| {
-        let app = a2.clone();
-        service_fn(move |req: Request<Incoming>| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(crate::admin::handle(&app, &req)) }
-        })
-    }));
+    let admin_task = tokio::spawn(accept_loop(
+        admin,
+        admin_opts,
+        app,
+        rx,
+        move |_conn, _framing| {
+            let app = a2.clone();
+            service_fn(move |req: Request<Incoming>| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(crate::admin::handle(&app, &req)) }
+            })
+        },
+    ));
     Ok(Running {
         public_addr,
         admin_addr,

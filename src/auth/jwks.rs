@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaParameters, RsaPublicKeyComponents};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use jsonwebtoken::DecodingKey;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -54,7 +54,9 @@ pub struct Key {
     pub kind: KeyKind,
     /// The JWK's `alg`, when it names one: the token's `alg` must then be the same.
     pub alg: Option<Algorithm>,
-    pub decoding: DecodingKey,
+    /// The key parsed once, for each algorithm it may verify: a signature check does no
+    /// key parsing.
+    verifiers: Vec<(Algorithm, ParsedPublicKey)>,
     /// Fingerprint of the key material, to tell whether a cached verification's key is
     /// still published.
     pub id: [u8; 16],
@@ -86,6 +88,39 @@ impl Key {
         };
         kind_ok && self.alg.is_none_or(|a| a == alg)
     }
+
+    /// Whether `signature` is this key's signature of `message` under `alg` (false when the
+    /// key does not fit `alg`).
+    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.verifiers
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .is_some_and(|(_, k)| k.verify_sig(message, signature).is_ok())
+    }
+}
+
+const RSA_ALGS: [(Algorithm, &RsaParameters); 6] = [
+    (Algorithm::RS256, &sig::RSA_PKCS1_2048_8192_SHA256),
+    (Algorithm::RS384, &sig::RSA_PKCS1_2048_8192_SHA384),
+    (Algorithm::RS512, &sig::RSA_PKCS1_2048_8192_SHA512),
+    (Algorithm::PS256, &sig::RSA_PSS_2048_8192_SHA256),
+    (Algorithm::PS384, &sig::RSA_PSS_2048_8192_SHA384),
+    (Algorithm::PS512, &sig::RSA_PSS_2048_8192_SHA512),
+];
+
+/// The parsed public key for every algorithm in `algs` allowed by the JWK's pinned `alg`;
+/// `None` when the material is not a valid key.
+fn parse_rsa(
+    n: &[u8],
+    e: &[u8],
+    pinned: Option<Algorithm>,
+) -> Option<Vec<(Algorithm, ParsedPublicKey)>> {
+    let components = RsaPublicKeyComponents { n, e };
+    RSA_ALGS
+        .iter()
+        .filter(|(a, _)| pinned.is_none_or(|p| p == *a))
+        .map(|(a, params)| Some((*a, components.to_parsed_public_key(params).ok()?)))
+        .collect()
 }
 
 /// A parsed, filtered JWKS.
@@ -139,7 +174,7 @@ fn parse_key(jwk: &Value) -> Option<Key> {
         Some(k) => Some(k.as_str()?.to_string()),
     };
     let mut h = Sha256::new();
-    let (kind, decoding) = match str_field(jwk, "kty")? {
+    let (kind, verifiers) = match str_field(jwk, "kty")? {
         "RSA" => {
             let (n, e) = (str_field(jwk, "n")?, str_field(jwk, "e")?);
             if b64_len(n)? < 256 || b64_len(e)? == 0 {
@@ -149,7 +184,11 @@ fn parse_key(jwk: &Value) -> Option<Key> {
             h.update(n);
             h.update(b"\0");
             h.update(e);
-            (KeyKind::Rsa, DecodingKey::from_rsa_components(n, e).ok()?)
+            let (n, e) = (
+                URL_SAFE_NO_PAD.decode(n).ok()?,
+                URL_SAFE_NO_PAD.decode(e).ok()?,
+            );
+            (KeyKind::Rsa, parse_rsa(&n, &e, alg)?)
         }
         "EC" => {
             let (x, y) = (str_field(jwk, "x")?, str_field(jwk, "y")?);
@@ -158,28 +197,41 @@ fn parse_key(jwk: &Value) -> Option<Key> {
                 "P-384" => (KeyKind::EcP384, 48),
                 _ => return None,
             };
-            if URL_SAFE_NO_PAD.decode(x).ok()?.len() != len
-                || URL_SAFE_NO_PAD.decode(y).ok()?.len() != len
-            {
+            let (xb, yb) = (
+                URL_SAFE_NO_PAD.decode(x).ok()?,
+                URL_SAFE_NO_PAD.decode(y).ok()?,
+            );
+            if xb.len() != len || yb.len() != len {
                 return None;
             }
             h.update(b"EC\0");
             h.update(x);
             h.update(b"\0");
             h.update(y);
-            (kind, DecodingKey::from_ec_components(x, y).ok()?)
+            // SEC 1 uncompressed point: 0x04 || x || y.
+            let mut point = Vec::with_capacity(1 + 2 * len);
+            point.push(4);
+            point.extend_from_slice(&xb);
+            point.extend_from_slice(&yb);
+            let (a, v): (_, &'static dyn sig::VerificationAlgorithm) = match kind {
+                KeyKind::EcP384 => (Algorithm::ES384, &sig::ECDSA_P384_SHA384_FIXED),
+                _ => (Algorithm::ES256, &sig::ECDSA_P256_SHA256_FIXED),
+            };
+            (kind, vec![(a, ParsedPublicKey::new(v, &point).ok()?)])
         }
         "OKP" => {
             if str_field(jwk, "crv")? != "Ed25519" {
                 return None;
             }
             let x = str_field(jwk, "x")?;
-            if URL_SAFE_NO_PAD.decode(x).ok()?.len() != 32 {
+            let xb = URL_SAFE_NO_PAD.decode(x).ok()?;
+            if xb.len() != 32 {
                 return None;
             }
             h.update(b"OKP\0");
             h.update(x);
-            (KeyKind::Ed25519, DecodingKey::from_ed_components(x).ok()?)
+            let k = ParsedPublicKey::new(&sig::ED25519, &xb).ok()?;
+            (KeyKind::Ed25519, vec![(Algorithm::EdDSA, k)])
         }
         _ => return None,
     };
@@ -192,7 +244,7 @@ fn parse_key(jwk: &Value) -> Option<Key> {
         kid,
         kind,
         alg,
-        decoding,
+        verifiers,
         id,
     };
     // A pinned alg that the key type cannot serve makes the key unusable.
@@ -787,7 +839,10 @@ mod tests {
     }
 
     fn rsa_jwk(kid: &str, fill: u8) -> Value {
-        let n = URL_SAFE_NO_PAD.encode(vec![fill | 0x80; 256]);
+        // A 2048-bit odd modulus: parses as an RSA public key (nothing verifies with it).
+        let mut n = vec![fill | 0x80; 256];
+        n[255] |= 1;
+        let n = URL_SAFE_NO_PAD.encode(n);
         serde_json::json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": n, "e": "AQAB"})
     }
 
@@ -846,7 +901,12 @@ mod tests {
         hs["alg"] = "HS256".into();
         let mut mismatch = rsa_jwk("f", 5);
         mismatch["alg"] = "ES256".into();
+        // The P-256 base point: a valid public key.
         let ec = serde_json::json!({"kty": "EC", "crv": "P-256", "kid": "g",
+            "x": "axfR8uEsQkf4vOblY6RA8ncDfYEt6zOg9KE5RdiYwpY",
+            "y": "T-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU"});
+        // A point off the curve: refused when the set is loaded, not when a token comes.
+        let ec_off_curve = serde_json::json!({"kty": "EC", "crv": "P-256", "kid": "j",
             "x": URL_SAFE_NO_PAD.encode([1u8; 32]), "y": URL_SAFE_NO_PAD.encode([2u8; 32])});
         let ec_bad_curve = serde_json::json!({"kty": "EC", "crv": "P-521", "kid": "h",
             "x": URL_SAFE_NO_PAD.encode([1u8; 66]), "y": URL_SAFE_NO_PAD.encode([2u8; 66])});
@@ -862,6 +922,7 @@ mod tests {
             ec,
             ec_bad_curve,
             ops,
+            ec_off_curve,
         ]))
         .unwrap();
         assert_eq!(set.len(), 2);

@@ -287,8 +287,7 @@ fn digits(value: &[u8]) -> Option<u64> {
         return None;
     }
     value.iter().try_fold(0u64, |acc, &b| {
-        b.is_ascii_digit()
-            .then(|| acc * 10 + u64::from(b - b'0'))
+        b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
     })
 }
 
@@ -441,8 +440,8 @@ mod tests {
     #[test]
     fn bodies_that_look_like_heads_are_skipped() {
         let body = b"GET /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let mut stream = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len())
-            .into_bytes();
+        let mut stream =
+            format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
         stream.extend_from_slice(body);
         stream.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
         let (w, shared) = watch(&[&stream]);
@@ -500,8 +499,8 @@ mod tests {
         prop_oneof![
             Just((b"GET /g HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), false)),
             body.prop_map(|b| {
-                let mut r = format!("PUT /l HTTP/1.1\r\ncontent-LENGTH: {}\r\n\r\n", b.len())
-                    .into_bytes();
+                let mut r =
+                    format!("PUT /l HTTP/1.1\r\ncontent-LENGTH: {}\r\n\r\n", b.len()).into_bytes();
                 r.extend_from_slice(&b);
                 (r, false)
             }),

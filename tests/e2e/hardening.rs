@@ -311,9 +311,8 @@ async fn ambiguous_framing_is_refused_and_the_connection_closed() {
         "Content-Length: 5\r\nContent-Length: 5",
         "Content-Length: 5\r\nContent-Length: 6",
     ] {
-        let req = format!(
-            "POST /public/x HTTP/1.1\r\nHost: h\r\n{head}\r\n\r\n0\r\n\r\n{smuggled}"
-        );
+        let req =
+            format!("POST /public/x HTTP/1.1\r\nHost: h\r\n{head}\r\n\r\n0\r\n\r\n{smuggled}");
         let resp = until_closed(gate.addr, req.as_bytes()).await;
         assert!(resp.starts_with("HTTP/1.1 400"), "{head}: {resp}");
         assert_eq!(resp.matches("HTTP/1.1 ").count(), 1, "{head}: {resp}");
@@ -322,7 +321,8 @@ async fn ambiguous_framing_is_refused_and_the_connection_closed() {
     }
     // On a kept-alive connection, the requests before the ambiguous one are served
     // normally (also when a body looks like a head), and the ambiguous one is refused.
-    let body = "GET /public/inner HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let body =
+        "GET /public/inner HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
     let req = format!(
         "GET /public/a HTTP/1.1\r\nHost: h\r\n\r\n\
          POST /public/b HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{body}\
@@ -340,7 +340,10 @@ async fn ambiguous_framing_is_refused_and_the_connection_closed() {
         assert!(resp.contains(&format!("\"{path}\"")), "{path}: {resp}");
     }
     assert!(!resp.contains("/public/d\""), "{resp}");
-    assert!(!resp.contains("smuggled") && !resp.contains("inner\""), "{resp}");
+    assert!(
+        !resp.contains("smuggled") && !resp.contains("inner\""),
+        "{resp}"
+    );
     // The refusal is an ordinary error body and is counted as a bad request.
     assert!(resp.contains("\"error\":\"invalid_request\""), "{resp}");
     // Five heads above reach the service (hyper itself refuses two different lengths

@@ -1,0 +1,73 @@
+-- wrk script for the load comparison: sends GET $LOAD_PATH with a bearer token chosen by
+-- $LOAD_MODE and prints one machine-readable RESULT line at the end.
+--   none    no Authorization header
+--   one     the first token of $LOAD_TOKENS on every request
+--   rotate  the first $LOAD_ROTATE tokens, in turn
+--   fresh   every request a token not used before (threads take disjoint lines); a run
+--           that runs out of tokens says so in the RESULT line (reused > 0)
+
+local mode = os.getenv("LOAD_MODE") or "none"
+local file = os.getenv("LOAD_TOKENS")
+local rotate = tonumber(os.getenv("LOAD_ROTATE") or "1000")
+local nthreads = tonumber(os.getenv("LOAD_THREADS") or "1")
+local path = os.getenv("LOAD_PATH") or "/api/items"
+
+local threads = {}
+
+function setup(thread)
+  thread:set("tid", #threads)
+  table.insert(threads, thread)
+end
+
+local tokens = {}
+local idx = 0
+reused = 0
+
+function init(args)
+  if mode == "none" then
+    return
+  end
+  local limit = math.huge
+  if mode == "one" then
+    limit = 1
+  elseif mode == "rotate" then
+    limit = rotate
+  end
+  local n = 0
+  for line in io.lines(file) do
+    n = n + 1
+    -- fresh: this thread's share only (lines tid+1, tid+1+nthreads, ...)
+    if mode ~= "fresh" or (n - 1) % nthreads == tid then
+      tokens[#tokens + 1] = line
+    end
+    if n >= limit then
+      break
+    end
+  end
+end
+
+function request()
+  if mode == "none" then
+    return wrk.format("GET", path)
+  end
+  idx = idx + 1
+  if idx > #tokens then
+    idx = 1
+    if mode == "fresh" then
+      reused = reused + 1
+    end
+  end
+  return wrk.format("GET", path, { ["Authorization"] = "Bearer " .. tokens[idx] })
+end
+
+function done(summary, latency, requests)
+  local wraps = 0
+  for _, t in ipairs(threads) do
+    wraps = wraps + (t:get("reused") or 0)
+  end
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT requests=%d duration_us=%d p50_us=%d p99_us=%d non2xx=%d errors=%d reused=%d\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status, e.connect + e.read + e.write + e.timeout, wraps))
+end
