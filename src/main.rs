@@ -102,20 +102,33 @@ fn main() -> ExitCode {
             dev(tollgate::dev::DevOptions { listen, admin })
         }
         Command::Run { config } => {
-            init_logging(cli.log_format);
+            // Held until exit: dropping it flushes the lines still queued.
+            let _log = init_logging(cli.log_format);
             run(&config)
         }
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs (audit events included) go to stdout through a writer thread: a request formats its
+/// line and queues it; the thread writes queued lines in batches (one `write` per 64 KiB or
+/// whenever the queue runs empty). The queue is bounded and never drops a line: when it is
+/// full, requests wait for the writer (back-pressure rather than lost audit events).
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TOLLGATE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(64 * 1024)
+        .thread_name("tollgate-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     match format {
         LogFormat::Json => builder
             .json()
@@ -125,6 +138,7 @@ fn init_logging(format: LogFormat) {
             .init(),
         LogFormat::Pretty => builder.init(),
     }
+    guard
 }
 
 /// Dev mode prints its instructions on stdout; logs go to stderr, for people.

@@ -39,9 +39,14 @@ impl Snapshot {
                 .providers
                 .iter()
                 .filter_map(|p| {
+                    let mapping_claims = config
+                        .identity_mappings
+                        .iter()
+                        .filter(|m| m.provider == p.name)
+                        .flat_map(|m| m.claims.keys().map(String::as_str));
                     caches
                         .get(&p.name)
-                        .map(|k| ProviderVerifier::new(p.clone(), k.clone()))
+                        .map(|k| ProviderVerifier::keeping(p.clone(), k.clone(), mapping_claims))
                 })
                 .collect(),
         );

@@ -13,6 +13,7 @@ DURATION=${DURATION:-5}
 CONNS=${CONNS:-"1 64"}
 TOKENS=${TOKENS:-250000}
 CASES=${CASES:-"direct nginx haproxy-one haproxy-fresh tollgate-one tollgate-rotate tollgate-fresh tollgate-one-audit"}
+PERF=${PERF:-}   # set to 1: record a perf profile of each measured Tollgate run
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 ISSUER="https://issuer.bench.invalid"
@@ -224,12 +225,19 @@ run_wrk() {
     local case=$1 round=$2 conns=$3 mode=$4 port=$5 pid=$6
     local before after rss_before rss_after out
     rss_before=$(rss_kib "$pid")
+    local perf_pid=
+    if [ -n "$PERF" ] && [ "${case#tollgate}" != "$case" ]; then
+        perf record -q -F 1999 -p "$pid" -o "$WORK/perf-$case-c$conns.data" -- sleep "$DURATION" \
+            >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
     before=$(cpu_ticks "$pid")
     out=$(LOAD_MODE=$mode LOAD_TOKENS=$WORK/tokens.txt LOAD_THREADS=1 \
         taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" --latency \
         -s "$HERE/tokens.lua" "http://127.0.0.1:$port/api/items" | grep '^RESULT')
     after=$(cpu_ticks "$pid")
     rss_after=$(rss_kib "$pid")
+    if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
     echo "$case round=$round conns=$conns ${out#RESULT } cpu_ticks=$((after - before)) rss_before_kib=$rss_before rss_after_kib=$rss_after" |
         tee -a "$RESULTS"
 }

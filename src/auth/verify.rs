@@ -10,7 +10,7 @@
 //! the request path does not use it; the tests hold this verifier to it instead: for the
 //! same tokens and settings both must accept and refuse alike.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -62,12 +62,16 @@ impl VerifiedToken {
 pub struct ProviderVerifier {
     pub config: Provider,
     pub keys: Arc<ProviderKeys>,
+    /// Top-level claim names a verified token keeps (`None`: all). The rest are dropped
+    /// before the result is cached: a cache entry holds what identity resolution and
+    /// permissions read, not the whole token.
+    kept: Option<HashSet<String>>,
     fingerprint: [u8; 16],
 }
 
 /// Fingerprint of everything that decides whether a token of this provider is valid: a
 /// cached verification made under another fingerprint is not reused.
-fn fingerprint(p: &Provider) -> [u8; 16] {
+fn fingerprint(p: &Provider, kept: Option<&BTreeSet<String>>) -> [u8; 16] {
     let mut h = Sha256::new();
     let mut part = |s: &str| {
         h.update(s.as_bytes());
@@ -89,6 +93,15 @@ fn fingerprint(p: &Provider) -> [u8; 16] {
     part(p.typ.as_deref().unwrap_or(""));
     part(&p.subject_claim);
     part(&p.enabled.to_string());
+    match kept {
+        None => part("*"),
+        Some(set) => {
+            part("kept");
+            for k in set {
+                part(k);
+            }
+        }
+    }
     let d = h.finalize();
     let mut out = [0u8; 16];
     for (o, b) in out.iter_mut().zip(d.iter()) {
@@ -98,11 +111,51 @@ fn fingerprint(p: &Provider) -> [u8; 16] {
 }
 
 impl ProviderVerifier {
+    /// A verifier that keeps every claim of a verified token.
     pub fn new(config: Provider, keys: Arc<ProviderKeys>) -> Self {
         Self {
-            fingerprint: fingerprint(&config),
+            fingerprint: fingerprint(&config, None),
             config,
             keys,
+            kept: None,
+        }
+    }
+
+    /// A verifier that keeps only the claims this configuration reads: the provider's
+    /// subject, email, name, groups and admin claims, `email_verified`, `scope` and `scp`,
+    /// and the claims of the identity mappings given. Both the whole dotted path and its
+    /// first segment are kept (see [`claim`]). The kept set is part of the fingerprint, so
+    /// a reload that reads other claims does not use entries cached without them.
+    pub fn keeping<'a>(
+        config: Provider,
+        keys: Arc<ProviderKeys>,
+        mapping_claims: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let c = &config.claims;
+        let paths = [
+            config.subject_claim.as_str(),
+            &c.email,
+            &c.name,
+            &c.groups,
+            &c.is_admin,
+            "email_verified",
+            "scope",
+            "scp",
+        ];
+        let mut kept = BTreeSet::new();
+        let mut keep = |path: &str| {
+            kept.insert(path.to_string());
+            if let Some((first, _)) = path.split_once('.') {
+                kept.insert(first.to_string());
+            }
+        };
+        paths.into_iter().for_each(&mut keep);
+        mapping_claims.into_iter().for_each(&mut keep);
+        Self {
+            fingerprint: fingerprint(&config, Some(&kept)),
+            config,
+            keys,
+            kept: Some(kept.into_iter().collect()),
         }
     }
 }
@@ -346,6 +399,10 @@ impl Verifier {
             }
         }
         let remaining = Duration::from_secs(exp.saturating_sub(now_s));
+        let mut claims = claims;
+        if let Some(kept) = &provider.kept {
+            claims.retain(|name, _| kept.contains(name));
+        }
         Ok(VerifiedToken {
             provider: cfg.name.clone(),
             subject,
@@ -569,6 +626,58 @@ mod tests {
                 1 => Just(None),
                 2 => prop::sample::select(bad).prop_map(Some),
             ]
+        }
+
+        #[test]
+        fn only_the_claims_the_config_reads_are_kept() {
+            let f = fixture();
+            let pv = f.verifier.provider("corp").unwrap();
+            let trimmed = |mapping: &[&str]| {
+                let v = ProviderVerifier::keeping(
+                    pv.config.clone(),
+                    pv.keys.clone(),
+                    mapping.iter().copied(),
+                );
+                (v.fingerprint, Verifier::new(vec![v]))
+            };
+            let (fp_plain, plain) = trimmed(&[]);
+            let (fp_mapped, mapped) = trimmed(&["repository", "realm_access.roles"]);
+            assert_ne!(
+                fp_plain, fp_mapped,
+                "a reload reading other claims must not reuse entries"
+            );
+            assert_ne!(fp_plain, pv.fingerprint);
+            let claims = serde_json::json!({
+                "iss": ISS, "aud": "api", "sub": "alice", "exp": now() + 60, "iat": now(),
+                "jti": "x", "scope": "read", "email": "a@example.com", "email_verified": true,
+                "repository": "acme/api", "realm_access": {"roles": ["r"]}, "other": 1,
+            });
+            let token = sign(
+                f,
+                "es",
+                &serde_json::json!({"alg": "ES256", "kid": "es"}),
+                &claims,
+            );
+            let names = |v: &Verifier| -> Vec<String> {
+                let t = f
+                    .rt
+                    .block_on(v.verify_uncached(&token, SystemTime::now(), Duration::from_secs(60)))
+                    .unwrap();
+                t.claims.keys().cloned().collect()
+            };
+            assert_eq!(names(&plain), ["email", "email_verified", "scope", "sub"]);
+            assert_eq!(
+                names(&mapped),
+                [
+                    "email",
+                    "email_verified",
+                    "realm_access",
+                    "repository",
+                    "scope",
+                    "sub"
+                ]
+            );
+            assert_eq!(names(&f.verifier).len(), 12, "`new` keeps every claim");
         }
 
         proptest! {
