@@ -203,6 +203,26 @@ fn verify_cold(c: &mut Criterion) {
             .verify(&token, &f.app.token_cache, Duration::from_secs(300)),
     )
     .unwrap();
+    // Filling the cache: what a fresh token pays on top of the signature (the key is a new
+    // token hash each time; the cache is bounded at the default 100,000 entries).
+    let verified = f
+        .rt
+        .block_on(snap.verifier.verify_uncached(
+            &token,
+            SystemTime::now(),
+            Duration::from_secs(300),
+        ))
+        .map(Arc::new)
+        .unwrap();
+    let fill = tollgate::auth::cache::TokenCache::new(100_000);
+    let mut n = 0u64;
+    c.bench_function("verify_cache_insert", |b| {
+        b.iter(|| {
+            n += 1;
+            let key = tollgate::auth::cache::hash(&format!("{n:016x}"));
+            fill.insert(key, verified.clone());
+        })
+    });
     c.bench_function("verify_cached", |b| {
         b.iter(|| {
             let (v, hit) =
