@@ -205,9 +205,8 @@ fn verify_cold(c: &mut Criterion) {
     .unwrap();
     // Filling the cache: what a fresh token pays on top of the signature (the key is a new
     // token hash each time; the cache is bounded at the default 100,000 entries).
-    let verified = f
-        .rt
-        .block_on(snap.verifier.verify_uncached(
+    let verified =
+        f.rt.block_on(snap.verifier.verify_uncached(
             &token,
             SystemTime::now(),
             Duration::from_secs(300),

@@ -1,10 +1,11 @@
 //! Step 5: token verification (design §2.2). Order: structure and strict base64url → header
 //! (strict JSON; `alg` on the allow-list, never `none` or HS*; no `crit`) → claims (strict
 //! JSON, no duplicate names, registered claims of the right JSON type) → provider by exact
-//! `iss` among enabled providers (no network for any other issuer) → key by `kid` from that
+//! `iss` among enabled providers (no network for any other issuer) → `typ`, subject, `sub`
+//! present, `exp`/`nbf` with leeway, `aud` (all before any key work) → key by `kid` from that
 //! provider's cached JWKS, fitting the algorithm → signature, with the key parsed once when
-//! the JWKS was loaded (aws-lc-rs) → `sub` present, `exp`/`nbf` with leeway, `aud` →
-//! `iat`, `typ` and lifetime. `jku`, `x5u`, `jwk` and `x5c` are never read.
+//! the JWKS was loaded (aws-lc-rs) → `iat` and lifetime. `jku`, `x5u`, `jwk` and `x5c` are
+//! never read.
 //!
 //! jsonwebtoken's `decode` re-parses the key on every call (a third of an RS256 check), so
 //! the request path does not use it; the tests hold this verifier to it instead: for the
@@ -353,22 +354,10 @@ impl Verifier {
             None => return Err(AuthError::MissingClaim),
         };
 
-        let key = match provider.keys.lookup(kid, alg).await {
-            Lookup::Found(k) => k,
-            Lookup::UnknownKey => return Err(AuthError::UnknownKey),
-            Lookup::Unavailable => return Err(AuthError::KeysUnavailable),
-        };
-        // Signature over the ASCII of `header.payload`, with the key parsed when the JWKS was
-        // loaded.
-        let signed = token
-            .get(..h.len() + 1 + p.len())
-            .ok_or(AuthError::Malformed)?;
-        if !key.verify(alg, signed.as_bytes(), &signature) {
-            return Err(AuthError::BadSignature);
-        }
-
-        // Registered claims (RFC 7519 §4.1), once the signature holds: `sub` present, `exp`
-        // and `nbf` with leeway, an audience of the provider's (`iss` chose the provider).
+        // Registered claims (RFC 7519 §4.1) before any key work: `sub` present, `exp` and
+        // `nbf` with leeway, an audience of the provider's (`iss` chose the provider). A
+        // token that would be refused anyway never costs a signature check or a key refetch
+        // (an expired token with a made-up `kid` cannot make Tollgate fetch keys).
         if !claims.contains_key("sub") {
             return Err(AuthError::MissingClaim);
         }
@@ -389,6 +378,20 @@ impl Verifier {
         if !audience_ok {
             return Err(AuthError::WrongAudience);
         }
+        let key = match provider.keys.lookup(kid, alg).await {
+            Lookup::Found(k) => k,
+            Lookup::UnknownKey => return Err(AuthError::UnknownKey),
+            Lookup::Unavailable => return Err(AuthError::KeysUnavailable),
+        };
+        // Signature over the ASCII of `header.payload`, with the key parsed when the JWKS was
+        // loaded.
+        let signed = token
+            .get(..h.len() + 1 + p.len())
+            .ok_or(AuthError::Malformed)?;
+        if !key.verify(alg, signed.as_bytes(), &signature) {
+            return Err(AuthError::BadSignature);
+        }
+
         if iat.is_some_and(|iat| iat > now_s.saturating_add(leeway)) {
             return Err(AuthError::NotYetValid);
         }
@@ -626,6 +629,82 @@ mod tests {
                 1 => Just(None),
                 2 => prop::sample::select(bad).prop_map(Some),
             ]
+        }
+
+        /// Counts fetches; serves the fixture's key set.
+        struct Counting(String, std::sync::atomic::AtomicUsize);
+        impl Fetcher for Counting {
+            fn get<'a>(
+                &'a self,
+                _: &'a str,
+                _: Option<&'a str>,
+            ) -> Pin<Box<dyn Future<Output = Result<FetchResponse, String>> + Send + 'a>>
+            {
+                self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = self.0.clone();
+                Box::pin(async move {
+                    Ok(FetchResponse {
+                        status: 200,
+                        body: body.into(),
+                        etag: None,
+                        max_age: None,
+                    })
+                })
+            }
+        }
+
+        #[test]
+        fn refused_claims_cost_no_key_work() {
+            let f = fixture();
+            let jwks = serde_json::to_string(&f.jwks).unwrap();
+            let fetcher = Arc::new(Counting(jwks, Default::default()));
+            let pv = f.verifier.provider("corp").unwrap();
+            let verifier = f.rt.block_on(async {
+                let metrics = crate::metrics::Metrics::new().unwrap();
+                let reg = KeyRegistry::new(fetcher.clone());
+                let keys = reg.sync(std::slice::from_ref(&pv.config), &metrics)["corp"].clone();
+                while keys.current().is_none() {
+                    tokio::task::yield_now().await;
+                }
+                Verifier::new(vec![ProviderVerifier::new(pv.config.clone(), keys)])
+            });
+            let fetches = || fetcher.1.load(std::sync::atomic::Ordering::SeqCst);
+            let before = fetches();
+            // Unknown kids with claims that fail anyway: no refetch, whatever the signature.
+            for (i, (claims, want)) in [
+                (serde_json::json!({"iss": ISS, "aud": "api", "sub": "a", "exp": now() - 3600}), AuthError::Expired),
+                (serde_json::json!({"iss": ISS, "aud": "nope", "sub": "a", "exp": now() + 60}), AuthError::WrongAudience),
+                (serde_json::json!({"iss": ISS, "aud": "api", "sub": "a", "exp": now() + 60, "nbf": now() + 3600}), AuthError::NotYetValid),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let header = serde_json::json!({"alg": "ES256", "kid": format!("unknown-{i}")});
+                let token = sign(f, "es", &header, &claims);
+                let r = f.rt.block_on(verifier.verify_uncached(
+                    &token,
+                    SystemTime::now(),
+                    Duration::from_secs(60),
+                ));
+                assert_eq!(r.err(), Some(want));
+            }
+            assert_eq!(fetches(), before);
+            // The same unknown kid on an acceptable token does start a refetch.
+            let claims =
+                serde_json::json!({"iss": ISS, "aud": "api", "sub": "a", "exp": now() + 60});
+            let token = sign(
+                f,
+                "es",
+                &serde_json::json!({"alg": "ES256", "kid": "unknown-9"}),
+                &claims,
+            );
+            let r = f.rt.block_on(verifier.verify_uncached(
+                &token,
+                SystemTime::now(),
+                Duration::from_secs(60),
+            ));
+            assert_eq!(r.err(), Some(AuthError::UnknownKey));
+            assert!(fetches() > before);
         }
 
         #[test]
