@@ -42,6 +42,20 @@ pub struct VerifiedToken {
 }
 
 impl VerifiedToken {
+    /// A result for cache tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(cache_ttl: Duration) -> Self {
+        Self {
+            provider: "p".into(),
+            subject: "s".into(),
+            claims: Map::new(),
+            exp: u64::MAX,
+            cache_ttl,
+            key_id: [0; 16],
+            provider_fingerprint: [0; 16],
+        }
+    }
+
     /// Claims taken as given, without any verification (`tollgate explain --claims`).
     pub fn unverified(provider: &Provider, claims: Map<String, Value>) -> Option<Self> {
         let subject = claim(&claims, &provider.subject_claim)?

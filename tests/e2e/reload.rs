@@ -144,6 +144,8 @@ async fn revocation_takes_effect_on_the_first_request_after_reload_even_when_cac
         call().await.seen().header("x-auth-account").as_deref(),
         Some("sjones")
     );
+    // Cached on the second verification, a hit on the third.
+    assert_eq!(call().await.status, 200);
     assert_eq!(call().await.status, 200);
     assert!(
         gate.metric("tollgate_token_cache_hits_total ").await >= 1.0,

@@ -94,10 +94,16 @@ async fn valid_tokens_from_the_real_idp_are_forwarded() {
             "the token is not forwarded"
         );
     }
-    // A second use of the same token is a cache hit.
+    // A token is cached on its second verification: the third use is a cache hit.
     let token = s.idp.token("ES256", "read:items", json!({})).await;
-    assert_eq!(call(&s.gate, &token).await.status, 200);
     let hits = metric(&s.gate, "tollgate_token_cache_hits_total ").await;
+    assert_eq!(call(&s.gate, &token).await.status, 200);
+    assert_eq!(call(&s.gate, &token).await.status, 200);
+    assert_eq!(
+        metric(&s.gate, "tollgate_token_cache_hits_total ").await,
+        hits,
+        "admitted on the second verification, not the first"
+    );
     assert_eq!(call(&s.gate, &token).await.status, 200);
     assert_eq!(
         metric(&s.gate, "tollgate_token_cache_hits_total ").await,
@@ -537,7 +543,14 @@ async fn a_retired_key_stops_verifying_even_cached_tokens() {
     wait_ready(&s.gate).await;
     let old = s.idp.token("RS256", "read:items", json!({})).await;
     assert_eq!(call(&s.gate, &old).await.status, 200);
-    assert_eq!(call(&s.gate, &old).await.status, 200, "cached");
+    assert_eq!(call(&s.gate, &old).await.status, 200, "cached from here on");
+    let hits = metric(&s.gate, "tollgate_token_cache_hits_total ").await;
+    assert_eq!(call(&s.gate, &old).await.status, 200);
+    assert_eq!(
+        metric(&s.gate, "tollgate_token_cache_hits_total ").await,
+        hits + 1.0,
+        "a cache hit"
+    );
 
     s.idp.rotate("RS256").await;
     s.idp.retire().await;
