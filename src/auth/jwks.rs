@@ -39,23 +39,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 // === keys ===
 
-/// Key types Tollgate verifies with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyKind {
-    Rsa,
-    EcP256,
-    EcP384,
-    Ed25519,
-}
-
 /// One verification key from a JWKS.
 pub struct Key {
     pub kid: Option<String>,
-    pub kind: KeyKind,
-    /// The JWK's `alg`, when it names one: the token's `alg` must then be the same.
-    pub alg: Option<Algorithm>,
-    /// The key parsed once, for each algorithm it may verify: a signature check does no
-    /// key parsing.
+    /// The key parsed once for each algorithm it may verify (its type and curve, narrowed
+    /// to the JWK's `alg` when it names one): a signature check does no key parsing, and
+    /// this list is also what decides which algorithms the key fits.
     verifiers: Vec<(Algorithm, ParsedPublicKey)>,
     /// Fingerprint of the key material, to tell whether a cached verification's key is
     /// still published.
@@ -66,8 +55,10 @@ impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Key")
             .field("kid", &self.kid)
-            .field("kind", &self.kind)
-            .field("alg", &self.alg)
+            .field(
+                "algorithms",
+                &self.verifiers.iter().map(|(a, _)| a).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -77,16 +68,7 @@ impl std::fmt::Debug for Key {
 impl Key {
     /// Whether this key may verify a token signed with `alg` (key type, curve, pinned alg).
     pub fn fits(&self, alg: Algorithm) -> bool {
-        use Algorithm as A;
-        let kind_ok = match alg {
-            A::RS256 | A::RS384 | A::RS512 | A::PS256 | A::PS384 | A::PS512 => {
-                self.kind == KeyKind::Rsa
-            }
-            A::ES256 => self.kind == KeyKind::EcP256,
-            A::ES384 => self.kind == KeyKind::EcP384,
-            A::EdDSA => self.kind == KeyKind::Ed25519,
-        };
-        kind_ok && self.alg.is_none_or(|a| a == alg)
+        self.verifiers.iter().any(|(a, _)| *a == alg)
     }
 
     /// Whether `signature` is this key's signature of `message` under `alg` (false when the
@@ -108,17 +90,12 @@ const RSA_ALGS: [(Algorithm, &RsaParameters); 6] = [
     (Algorithm::PS512, &sig::RSA_PSS_2048_8192_SHA512),
 ];
 
-/// The parsed public key for every algorithm in `algs` allowed by the JWK's pinned `alg`;
-/// `None` when the material is not a valid key.
-fn parse_rsa(
-    n: &[u8],
-    e: &[u8],
-    pinned: Option<Algorithm>,
-) -> Option<Vec<(Algorithm, ParsedPublicKey)>> {
+/// The parsed RSA public key for each RSA algorithm; `None` when the material is not a
+/// valid key.
+fn parse_rsa(n: &[u8], e: &[u8]) -> Option<Vec<(Algorithm, ParsedPublicKey)>> {
     let components = RsaPublicKeyComponents { n, e };
     RSA_ALGS
         .iter()
-        .filter(|(a, _)| pinned.is_none_or(|p| p == *a))
         .map(|(a, params)| Some((*a, components.to_parsed_public_key(params).ok()?)))
         .collect()
 }
@@ -174,7 +151,7 @@ fn parse_key(jwk: &Value) -> Option<Key> {
         Some(k) => Some(k.as_str()?.to_string()),
     };
     let mut h = Sha256::new();
-    let (kind, verifiers) = match str_field(jwk, "kty")? {
+    let mut verifiers = match str_field(jwk, "kty")? {
         "RSA" => {
             let (n, e) = (str_field(jwk, "n")?, str_field(jwk, "e")?);
             if b64_len(n)? < 256 || b64_len(e)? == 0 {
@@ -188,15 +165,16 @@ fn parse_key(jwk: &Value) -> Option<Key> {
                 URL_SAFE_NO_PAD.decode(n).ok()?,
                 URL_SAFE_NO_PAD.decode(e).ok()?,
             );
-            (KeyKind::Rsa, parse_rsa(&n, &e, alg)?)
+            parse_rsa(&n, &e)?
         }
         "EC" => {
             let (x, y) = (str_field(jwk, "x")?, str_field(jwk, "y")?);
-            let (kind, len) = match str_field(jwk, "crv")? {
-                "P-256" => (KeyKind::EcP256, 32),
-                "P-384" => (KeyKind::EcP384, 48),
-                _ => return None,
-            };
+            let (a, v, len): (_, &'static dyn sig::VerificationAlgorithm, _) =
+                match str_field(jwk, "crv")? {
+                    "P-256" => (Algorithm::ES256, &sig::ECDSA_P256_SHA256_FIXED, 32),
+                    "P-384" => (Algorithm::ES384, &sig::ECDSA_P384_SHA384_FIXED, 48),
+                    _ => return None,
+                };
             let (xb, yb) = (
                 URL_SAFE_NO_PAD.decode(x).ok()?,
                 URL_SAFE_NO_PAD.decode(y).ok()?,
@@ -213,11 +191,7 @@ fn parse_key(jwk: &Value) -> Option<Key> {
             point.push(4);
             point.extend_from_slice(&xb);
             point.extend_from_slice(&yb);
-            let (a, v): (_, &'static dyn sig::VerificationAlgorithm) = match kind {
-                KeyKind::EcP384 => (Algorithm::ES384, &sig::ECDSA_P384_SHA384_FIXED),
-                _ => (Algorithm::ES256, &sig::ECDSA_P256_SHA256_FIXED),
-            };
-            (kind, vec![(a, ParsedPublicKey::new(v, &point).ok()?)])
+            vec![(a, ParsedPublicKey::new(v, &point).ok()?)]
         }
         "OKP" => {
             if str_field(jwk, "crv")? != "Ed25519" {
@@ -231,7 +205,7 @@ fn parse_key(jwk: &Value) -> Option<Key> {
             h.update(b"OKP\0");
             h.update(x);
             let k = ParsedPublicKey::new(&sig::ED25519, &xb).ok()?;
-            (KeyKind::Ed25519, vec![(Algorithm::EdDSA, k)])
+            vec![(Algorithm::EdDSA, k)]
         }
         _ => return None,
     };
@@ -240,20 +214,15 @@ fn parse_key(jwk: &Value) -> Option<Key> {
     for (o, b) in id.iter_mut().zip(digest.iter()) {
         *o = *b;
     }
-    let key = Key {
-        kid,
-        kind,
-        alg,
-        verifiers,
-        id,
-    };
-    // A pinned alg that the key type cannot serve makes the key unusable.
-    if let Some(a) = key.alg
-        && !key.fits(a)
-    {
+    // A pinned alg narrows the key to that algorithm; one its type cannot serve leaves
+    // nothing, and the key is unusable.
+    if let Some(pinned) = alg {
+        verifiers.retain(|(a, _)| *a == pinned);
+    }
+    if verifiers.is_empty() {
         return None;
     }
-    Some(key)
+    Some(Key { kid, verifiers, id })
 }
 
 // === impl KeySet ===
