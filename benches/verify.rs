@@ -263,15 +263,12 @@ fn run(f: &Fixture, path: &str, token: Option<&str>) -> bool {
         req = req.header("authorization", format!("Bearer {t}"));
     }
     let (mut parts, ()) = req.body(()).unwrap().into_parts();
-    let conn = ConnInfo {
-        peer: "127.0.0.1:40000".parse().unwrap(),
-        tls: false,
-    };
+    let conn = ConnInfo::new("127.0.0.1:40000".parse().unwrap(), false);
     let snap = f.app.snapshot();
     let id = HeaderValue::from_static("0123456789abcdef0123456789abcdef");
     let mut trace = Trace::default();
     f.rt.block_on(proxy::prepare(
-        &f.app, &snap, conn, &mut parts, None, &id, &mut trace,
+        &f.app, &snap, &conn, &mut parts, None, &id, &mut trace,
     ))
     .is_ok()
 }

@@ -24,20 +24,37 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::PROXY_AUTHENTICATE,
 ];
 
+/// Whether `name` is one of [`HOP_BY_HOP`] (a length check, then one comparison).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.iter().any(|h| h == name)
+}
+
 /// Removes hop-by-hop headers and every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Names listed in Connection (possibly over several header lines, comma-separated).
-    let named: Vec<HeaderName> = headers
+    // Common case (no hop-by-hop header at all): one pass over the names, no hashing, no
+    // allocation.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    // Names listed in Connection (possibly over several header lines, comma-separated),
+    // matched against the names present: a listed name that is absent costs nothing.
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for token in headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+        .map(str::trim)
+    {
+        if let Some(k) = headers
+            .keys()
+            .find(|k| k.as_str().eq_ignore_ascii_case(token))
+        {
+            doomed.push(k.clone());
+        }
     }
-    for name in &HOP_BY_HOP {
+    doomed.extend(headers.keys().filter(|k| is_hop_by_hop(k)).cloned());
+    for name in doomed {
         headers.remove(name);
     }
 }
@@ -106,18 +123,38 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// A client address (IPv4-mapped IPv6 read as IPv4), formatted once per connection for
+/// `X-Forwarded-For`.
+#[derive(Debug, Clone)]
+pub struct ClientAddr {
+    ip: IpAddr,
+    value: HeaderValue,
+}
+
+impl ClientAddr {
+    pub fn new(ip: IpAddr) -> Self {
+        let ip = ip.to_canonical();
+        // An address's text is always a valid header value.
+        let value = HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { ip, value }
+    }
+
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
 /// Sets `X-Forwarded-For` / `-Proto` / `-Host`. Incoming values are kept (and For appended
 /// to) only when the peer is a trusted proxy; otherwise they are replaced, and the other
 /// client-address headers an upstream might believe (`Forwarded`, `X-Real-IP`) are removed.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer: &ClientAddr,
     trusted: bool,
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    let peer = peer.to_canonical();
-    let peer_str = peer.to_string();
     let xff = if trusted {
         let prior: Vec<&str> = headers
             .get_all(&X_FORWARDED_FOR)
@@ -127,16 +164,21 @@ pub fn set_forwarded(
             .filter(|v| !v.is_empty())
             .collect();
         if prior.is_empty() {
-            peer_str
+            Some(peer.value.clone())
         } else {
-            format!("{}, {peer_str}", prior.join(", "))
+            let peer_str = peer.value.to_str().unwrap_or_default();
+            HeaderValue::from_str(&format!("{}, {peer_str}", prior.join(", "))).ok()
         }
     } else {
-        headers.remove(header::FORWARDED);
-        headers.remove(&X_REAL_IP);
-        peer_str
+        if headers.contains_key(header::FORWARDED) {
+            headers.remove(header::FORWARDED);
+        }
+        if headers.contains_key(&X_REAL_IP) {
+            headers.remove(&X_REAL_IP);
+        }
+        Some(peer.value.clone())
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
@@ -301,22 +343,26 @@ pub fn inject_identity(
     let p = &grant.principal;
     let roles = p.roles.join(", ");
     let perms = grant.permissions.granted.join(", ");
-    let fixed: [(&HeaderName, Option<&str>); 10] = [
+    // Room for all of them at once: the map grows (and rehashes) at most once.
+    let _ = headers.try_reserve(12);
+    let mut used = 0usize;
+    for (name, value) in [
+        (&names.account_kind, p.kind.as_str()),
+        (&names.permission_source, grant.permissions.source.as_str()),
+    ] {
+        used += name.as_str().len() + value.len();
+        headers.insert(name.clone(), HeaderValue::from_static(value));
+    }
+    let fixed: [(&HeaderName, Option<&str>); 8] = [
         (&names.provider, Some(&p.provider)),
         (&names.subject, Some(&p.subject)),
         (&names.account, Some(&p.account)),
-        (&names.account_kind, Some(p.kind.as_str())),
         (&names.email, p.email.as_deref()),
         (&names.name, p.name.as_deref()),
         (&names.roles, Some(&roles)),
         (&names.permissions, Some(&perms)),
-        (
-            &names.permission_source,
-            Some(grant.permissions.source.as_str()),
-        ),
         (&names.mapping, Some(&p.mapping)),
     ];
-    let mut used = 0usize;
     for (name, value) in fixed {
         if let Some(v) = value.and_then(identity_value) {
             used += name.as_str().len() + v.len();
@@ -483,10 +529,10 @@ mod tests {
             ("forwarded", "for=1.2.3.4"),
             ("x-real-ip", "1.2.3.4"),
         ]);
-        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        let peer = ClientAddr::new("10.0.0.9".parse().unwrap());
         set_forwarded(
             &mut h,
-            peer,
+            &peer,
             false,
             "http",
             Some(HeaderValue::from_static("api.example.com")),
@@ -511,7 +557,7 @@ mod tests {
         assert!(is_trusted(peer, &trusted));
         set_forwarded(
             &mut h,
-            peer,
+            &ClientAddr::new(peer),
             true,
             "http",
             Some(HeaderValue::from_static("inner")),

@@ -49,7 +49,9 @@ pub struct Principal {
 pub struct AccountTable {
     accounts: HashMap<String, Arc<Account>>,
     /// (provider, subject) → (account id, mapping display name)
-    by_subject: HashMap<(String, String), (String, String)>,
+    /// provider → subject → (account id, mapping display name): looked up by `&str`, no
+    /// key is built per request.
+    by_subject: HashMap<String, HashMap<String, (String, String)>>,
     /// Lower-case emails of all accounts (auto-provisioning must not impersonate them).
     emails: HashMap<String, String>,
     /// Per provider, by priority (1 first).
@@ -57,18 +59,22 @@ pub struct AccountTable {
 }
 
 impl AccountTable {
+    /// The account mapping of `subject` at `provider`: (account id, mapping name).
+    fn subject_mapping(&self, provider: &str, subject: &str) -> Option<&(String, String)> {
+        self.by_subject.get(provider)?.get(subject)
+    }
+
     pub fn new(cfg: &Config) -> Self {
         let mut t = AccountTable::default();
         t.accounts.reserve(cfg.accounts.len());
-        t.by_subject.reserve(cfg.accounts.len());
         for a in &cfg.accounts {
             let acc = a.clone();
             for m in &a.mappings {
                 let name = m.name.clone().unwrap_or_else(|| "account".to_string());
-                t.by_subject.insert(
-                    (m.provider.clone(), m.subject.clone()),
-                    (a.id.clone(), name),
-                );
+                t.by_subject
+                    .entry(m.provider.clone())
+                    .or_default()
+                    .insert(m.subject.clone(), (a.id.clone(), name));
             }
             if let Some(e) = &a.email {
                 t.emails.insert(e.to_lowercase(), a.id.clone());
@@ -126,10 +132,7 @@ impl AccountTable {
 
         let mut assertion_audience = None;
         let (account, extra_roles, mapping): (Option<&Arc<Account>>, &[String], String) =
-            if let Some((id, name)) = self
-                .by_subject
-                .get(&(provider.name.clone(), subject.to_string()))
-            {
+            if let Some((id, name)) = self.subject_mapping(&provider.name, subject) {
                 let acc = self.accounts.get(id).ok_or(IdentityError::UnknownAccount)?;
                 (Some(acc), &[], name.clone())
             } else if let Some(m) = self
@@ -322,10 +325,7 @@ impl AccountTable {
         claims: &Map<String, Value>,
     ) -> Vec<String> {
         let mut out = Vec::new();
-        match self
-            .by_subject
-            .get(&(provider.name.clone(), subject.to_string()))
-        {
+        match self.subject_mapping(&provider.name, subject) {
             Some((id, name)) => {
                 out.push(format!(
                     "account mapping {name:?}: subject {subject:?} → account {id:?}"

@@ -9,6 +9,11 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use tollgate::config::{self, Config, DEFAULT_CONFIG_PATH};
 
+/// mimalloc: per-thread free lists make the request path's short-lived allocations (header
+/// maps, request heads, futures) cheaper than glibc malloc; see BENCHMARKS.md.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tollgate",
@@ -331,6 +336,24 @@ fn summary(cfg: &Config) -> String {
     s
 }
 
+/// The serving runtime: one worker thread per core (`TOKIO_WORKER_THREADS` overrides, as
+/// tokio documents). With one worker, tokio's single-threaded scheduler: the same one
+/// thread without the work-stealing machinery (cross-thread queues, atomics on every wake)
+/// that only pays off with more than one.
+fn runtime_builder() -> tokio::runtime::Builder {
+    let workers = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1);
+    if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+}
+
 fn run(path: &Path) -> ExitCode {
     let cfg = match config::load(path) {
         Ok(c) => c,
@@ -341,10 +364,7 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime_builder().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the runtime");

@@ -18,20 +18,34 @@ use hyper::body::Incoming;
 use crate::app::App;
 use crate::audit::{self, AuditEvent};
 use crate::auth::extract;
+use crate::auth::verify::VerifiedToken;
 use crate::authz::path::{CanonicalPath, canonicalize};
 use crate::authz::{self, Permit};
 use crate::error::{ProxyError, Rejection, RequestError, UpstreamError};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::state::Snapshot;
+use crate::upstream::UpstreamBody;
 
 /// Response body: the upstream's stream, or a small body of our own.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub type Body = Either<UpstreamBody, Full<Bytes>>;
 
 /// What the server knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The peer's address as `X-Forwarded-For` carries it (formatted once).
+    pub client: headers::ClientAddr,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        Self {
+            peer,
+            tls,
+            client: headers::ClientAddr::new(peer.ip()),
+        }
+    }
 }
 
 /// Request extension set by the server when the request's head had ambiguous framing
@@ -45,8 +59,8 @@ pub struct AmbiguousFraming;
 pub struct Trace {
     path: Option<CanonicalPath>,
     route: Option<usize>,
-    provider: Option<String>,
-    subject: Option<String>,
+    /// The verified token (provider and subject), shared with the cache: no copies.
+    token: Option<Arc<VerifiedToken>>,
     account: Option<String>,
     mapping: Option<String>,
     source: Option<&'static str>,
@@ -61,7 +75,7 @@ pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Re
     let mut trace = Trace::default();
 
     let (mut resp, reason) =
-        match authorize_and_forward(&app, &snap, conn, req, &request_id, &mut trace).await {
+        match authorize_and_forward(&app, &snap, &conn, req, &request_id, &mut trace).await {
             Ok((resp, permit)) => (resp, permit.reason()),
             Err(e) => {
                 if let ProxyError::Upstream(u) = &e {
@@ -92,8 +106,8 @@ pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Re
             method: method.as_str(),
             path: trace.path.as_ref().map(CanonicalPath::as_str),
             route: trace.route,
-            provider: trace.provider.as_deref(),
-            subject: trace.subject.as_deref(),
+            provider: trace.token.as_ref().map(|t| t.provider.as_str()),
+            subject: trace.token.as_ref().map(|t| t.subject.as_str()),
             account: trace.account.as_deref(),
             mapping: trace.mapping.as_deref(),
             permission_source: trace.source,
@@ -108,7 +122,7 @@ pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Re
 async fn authorize_and_forward(
     app: &App,
     snap: &Snapshot,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     mut req: Request<Incoming>,
     request_id: &HeaderValue,
     trace: &mut Trace,
@@ -160,7 +174,7 @@ async fn authorize_and_forward(
 pub async fn prepare(
     app: &App,
     snap: &Snapshot,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     parts: &mut http::request::Parts,
     upgrade: Option<&HeaderValue>,
     request_id: &HeaderValue,
@@ -204,8 +218,7 @@ pub async fn prepare(
                 app.metrics.auth_duration(started.elapsed().as_secs_f64());
                 let (v, hit) = result?;
                 app.metrics.token_cache(hit);
-                trace.provider = Some(v.provider.clone());
-                trace.subject = Some(v.subject.clone());
+                trace.token = Some(v.clone());
                 Some(v)
             }
         };
@@ -228,18 +241,19 @@ pub async fn prepare(
         decided?
     };
 
-    // 9. Forward.
+    // 9. Forward. Room for the headers added below: the map grows at most once.
+    let _ = parts.headers.try_reserve(16);
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
             .uri
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let trusted = headers::is_trusted(conn.peer.ip(), &cfg.headers.trusted_proxies);
+    let trusted = headers::is_trusted(conn.client.ip(), &cfg.headers.trusted_proxies);
     let proto = if conn.tls { "https" } else { "http" };
     headers::set_forwarded(
         &mut parts.headers,
-        conn.peer.ip(),
+        &conn.client,
         trusted,
         proto,
         host.clone(),
@@ -350,6 +364,57 @@ fn new_request_id() -> HeaderValue {
     });
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let s = format!("{:016x}{n:016x}", *PREFIX);
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_bytes(&hex32(*PREFIX, n)).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// `hi` then `lo` as 32 lower-case hex digits, written directly (no formatting machinery).
+fn hex32(hi: u64, lo: u64) -> [u8; 32] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        let word = if i < 16 { hi } else { lo };
+        let nibble = (word >> (60 - 4 * (i % 16))) & 0xf;
+        *o = HEX.get(nibble as usize).copied().unwrap_or(b'0');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_request_ids_are_32_hex_digits_and_unique() {
+        let (a, b) = (new_request_id(), new_request_id());
+        for id in [&a, &b] {
+            let s = id.to_str().unwrap();
+            assert_eq!(s.len(), 32, "{s}");
+            assert!(
+                s.bytes()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            );
+        }
+        let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+        // Same process prefix, counter one apart.
+        assert_eq!(a[..16], b[..16]);
+        let (na, nb) = (
+            u64::from_str_radix(&a[16..], 16).unwrap(),
+            u64::from_str_radix(&b[16..], 16).unwrap(),
+        );
+        assert!(nb > na, "{a} then {b}");
+    }
+
+    #[test]
+    fn hex32_matches_the_formatter() {
+        for (hi, lo) in [
+            (0, 0),
+            (u64::MAX, 1),
+            (0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210),
+        ] {
+            assert_eq!(
+                std::str::from_utf8(&hex32(hi, lo)).unwrap(),
+                format!("{hi:016x}{lo:016x}")
+            );
+        }
+    }
 }

@@ -126,6 +126,7 @@ pub async fn start(app: Arc<App>) -> Result<Running, StartError> {
                     req.extensions_mut().insert(proxy::AmbiguousFraming);
                 }
                 let app = app.clone();
+                let conn = conn.clone();
                 async move { Ok::<_, Infallible>(proxy::handle(app, conn, req).await) }
             })
         },
@@ -209,10 +210,7 @@ async fn accept_loop<F, S, B>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn = ConnInfo {
-            peer,
-            tls: opts.tls.is_some(),
-        };
+        let conn = ConnInfo::new(peer, opts.tls.is_some());
         let framing = Framing::new();
         let watcher = Watcher::new(
             framing.clone(),

@@ -13,7 +13,10 @@ DURATION=${DURATION:-5}
 CONNS=${CONNS:-"1 64"}
 TOKENS=${TOKENS:-250000}
 CASES=${CASES:-"direct nginx haproxy-one haproxy-fresh tollgate-one tollgate-rotate tollgate-fresh tollgate-one-audit"}
-PERF=${PERF:-}   # set to 1: record a perf profile of each measured Tollgate run
+PERF=${PERF:-}   # set to 1: record a perf profile of the proxy in each measured run
+# Another Tollgate binary (say, a build of an earlier commit) for before/after in one run:
+# the cases baseline-one, baseline-rotate and baseline-fresh run it as tollgate-* run ours.
+BASELINE=${BASELINE:-}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 ISSUER="https://issuer.bench.invalid"
@@ -173,7 +176,8 @@ EOF
     wait_http "http://127.0.0.1:$PROXY_PORT/api/items" 401
 }
 
-start_tollgate() { # audit mode
+start_tollgate() { # audit mode [binary]
+    local bin=${2:-$TOLLGATE}
     PROXY_PORT=$(free_port)
     local admin
     admin=$(free_port)
@@ -208,7 +212,7 @@ roles = []
   subject = "bench-user"
 EOF
     # One worker thread: the same one core as nginx's and HAProxy's single worker.
-    TOKIO_WORKER_THREADS=1 taskset -c "$PROXY_CPU" "$TOLLGATE" run \
+    TOKIO_WORKER_THREADS=1 taskset -c "$PROXY_CPU" "$bin" run \
         -c "$WORK/run/tollgate/tollgate.toml" >"$WORK/run/tollgate/out.log" 2>&1 &
     PROXY_PID=$!
     wait_http "http://127.0.0.1:$admin/readyz"
@@ -226,7 +230,7 @@ run_wrk() {
     local before after rss_before rss_after out
     rss_before=$(rss_kib "$pid")
     local perf_pid=
-    if [ -n "$PERF" ] && [ "${case#tollgate}" != "$case" ]; then
+    if [ -n "$PERF" ] && [ "$case" != direct ]; then
         perf record -q -F 1999 -p "$pid" -o "$WORK/perf-$case-c$conns.data" -- sleep "$DURATION" \
             >/dev/null 2>&1 &
         perf_pid=$!
@@ -255,6 +259,7 @@ RESULTS=$WORK/results-$(date -u +%Y%m%dT%H%M%SZ).txt
     echo "# kernel: $(uname -r)"
     echo "# tollgate: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet || echo '+dirty')"
     echo "# nginx: $(nginx -v 2>&1 | cut -d/ -f2)  haproxy: $(haproxy -v | head -1 | cut -d' ' -f3)  wrk: $(wrk -v 2>&1 | head -1 | cut -d' ' -f2)"
+    [ -z "$BASELINE" ] || echo "# baseline: $BASELINE ($("$BASELINE" --version 2>/dev/null || true))"
     echo "# rounds=$ROUNDS duration=${DURATION}s conns=[$CONNS] proxy_cpu=$PROXY_CPU load_cpu=$LOAD_CPU"
 } | tee "$RESULTS"
 
@@ -282,6 +287,15 @@ for round in $(seq 1 "$ROUNDS"); do
                 # A new process: an empty verification cache, so every token is verified.
                 start_tollgate off
                 run_wrk "$case" "$round" "$conns" fresh "$PROXY_PORT" "$PROXY_PID"
+                stop_proxy ;;
+            baseline-one | baseline-rotate | baseline-fresh)
+                if [ -z "$BASELINE" ]; then
+                    echo "$case needs BASELINE=/path/to/another/tollgate" >&2; exit 2
+                fi
+                tmode=${case#baseline-}
+                start_tollgate off "$BASELINE"
+                [ "$tmode" = fresh ] || warm "$PROXY_PORT" "$tmode"
+                run_wrk "$case" "$round" "$conns" "$tmode" "$PROXY_PORT" "$PROXY_PID"
                 stop_proxy ;;
             *) echo "unknown case: $case" >&2; exit 2 ;;
             esac

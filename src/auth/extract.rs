@@ -37,26 +37,31 @@ impl std::fmt::Debug for Token<'_> {
 }
 
 /// token68 (RFC 9110 §11.2): `A-Z a-z 0-9 - . _ ~ + /` followed by optional `=` padding.
-/// The token68 characters of RFC 9110 §11.2 (before the trailing `=`), by byte value: one
-/// table lookup per byte on the request path.
-#[allow(clippy::indexing_slicing)] // evaluated at compile time, `b < 256`
-const TOKEN68: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
-        b += 1;
-    }
-    t
-};
+/// Whether `b` is a token68 character of RFC 9110 §11.2 (before the trailing `=`). Plain
+/// comparisons, no table and no branch: the loop in [`is_token68`] compiles to vector
+/// compares, 32 bytes at a time.
+#[inline]
+fn token68_char(b: u8) -> bool {
+    // `b | 0x20` folds A–Z onto a–z and nothing else onto a–z.
+    let letter = (b | 0x20).wrapping_sub(b'a') < 26;
+    let digit = b.wrapping_sub(b'0') < 10;
+    letter
+        | digit
+        | (b == b'-')
+        | (b == b'.')
+        | (b == b'_')
+        | (b == b'~')
+        | (b == b'+')
+        | (b == b'/')
+}
 
-fn is_token68(s: &str) -> bool {
-    let body = s.trim_end_matches('=');
-    !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| TOKEN68.get(usize::from(b)).copied().unwrap_or(false))
+/// The whole value is token68 (also what makes it visible ASCII).
+fn is_token68(s: &[u8]) -> bool {
+    let end = s.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
+    let body = s.get(..end).unwrap_or_default();
+    // `fold` with `&`, not `all`: no early exit, so the loop vectorizes. A bad byte is
+    // rare, and the value is bounded by `max_token_bytes` before this runs.
+    !body.is_empty() && body.iter().fold(true, |ok, &b| ok & token68_char(b))
 }
 
 fn checked<'a>(
@@ -67,7 +72,7 @@ fn checked<'a>(
     if value.len() > opts.max_token_bytes {
         return Err(AuthError::TokenTooLarge.into());
     }
-    if !is_token68(value) {
+    if !is_token68(value.as_bytes()) {
         return Err(AuthError::MalformedAuthorization.into());
     }
     Ok(Token { value, source })
@@ -94,14 +99,30 @@ pub fn extract<'a>(
         if auth.next().is_some() {
             return Err(RequestError::DuplicateAuthorization.into());
         }
-        let v = v.to_str().map_err(|_| AuthError::MalformedAuthorization)?;
-        let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
-        if scheme.eq_ignore_ascii_case("bearer") {
-            put(checked(
-                rest.trim_start_matches(' '),
-                TokenSource::Header,
-                opts,
-            )?)?;
+        let v = v.as_bytes();
+        let split = v.iter().position(|&b| b == b' ').unwrap_or(v.len());
+        let (scheme, rest) = v.split_at(split);
+        if scheme.eq_ignore_ascii_case(b"bearer") {
+            // The token is checked as token68 (ASCII) before anything reads it as text;
+            // only then is it a `str`, so the value is scanned once, not twice.
+            let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+            let token = rest.get(start..).unwrap_or_default();
+            if token.len() > opts.max_token_bytes {
+                return Err(AuthError::TokenTooLarge.into());
+            }
+            if !is_token68(token) {
+                return Err(AuthError::MalformedAuthorization.into());
+            }
+            let token =
+                std::str::from_utf8(token).map_err(|_| AuthError::MalformedAuthorization)?;
+            put(Token {
+                value: token,
+                source: TokenSource::Header,
+            })?;
+        } else if !v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+            // Another scheme is no token, but a value that is not visible ASCII (what
+            // `HeaderValue::to_str` accepts) is refused.
+            return Err(AuthError::MalformedAuthorization.into());
         }
     }
 
@@ -243,6 +264,52 @@ mod tests {
             ..opts()
         };
         assert!(extract(&m, Some("access_token=b"), &off).unwrap().is_none());
+    }
+
+    #[test]
+    fn token68_characters_are_exactly_those_of_rfc_9110() {
+        for b in 0..=255u8 {
+            let reference =
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+            assert_eq!(token68_char(b), reference, "byte {b:#04x}");
+        }
+        assert!(is_token68(b"abc.DEF-ghi_~+/09=="));
+        assert!(!is_token68(b"==="));
+        assert!(!is_token68(b""));
+        assert!(!is_token68(b"a=b"));
+        assert!(!is_token68("caf\u{e9}".as_bytes()));
+    }
+
+    #[test]
+    fn other_schemes_are_no_token_unless_the_value_is_not_visible_ascii() {
+        let o = opts();
+        let m = h(&[("authorization", "Basic dXNlcjpwYXNz\tx")]);
+        assert!(extract(&m, None, &o).unwrap().is_none());
+        // (Control bytes cannot be in a HeaderValue at all; bytes over 0x7e can.)
+        for bad in [&b"Basic caf\xc3\xa9"[..], b"Basic a\xffb"] {
+            let mut m = HeaderMap::new();
+            m.insert(AUTHORIZATION, HeaderValue::from_bytes(bad).unwrap());
+            assert_eq!(status(extract(&m, None, &o)), 401, "{bad:?}");
+        }
+        let mut m = HeaderMap::new();
+        m.insert(
+            AUTHORIZATION,
+            HeaderValue::from_bytes(b"Bearer caf\xc3\xa9").unwrap(),
+        );
+        assert_eq!(status(extract(&m, None, &o)), 401);
+    }
+
+    proptest::proptest! {
+        /// The vectorized check accepts exactly what the plain definition accepts.
+        #[test]
+        fn is_token68_matches_its_definition(v in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let body_end = v.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
+            let (body, pad) = v.split_at(body_end);
+            let reference = !body.is_empty()
+                && pad.iter().all(|&b| b == b'=')
+                && body.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
+            proptest::prop_assert_eq!(is_token68(&v), reference);
+        }
     }
 
     #[test]
