@@ -17,6 +17,7 @@ mod identity;
 mod jwks_faults;
 mod lifecycle;
 mod ops;
+mod pool;
 mod reload;
 mod streaming;
 mod tls;
