@@ -9,11 +9,6 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use tollgate::config::{self, Config, DEFAULT_CONFIG_PATH};
 
-/// mimalloc: per-thread free lists make the request path's short-lived allocations (header
-/// maps, request heads, futures) cheaper than glibc malloc; see BENCHMARKS.md.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "tollgate",

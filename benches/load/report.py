@@ -16,6 +16,7 @@ PEER = {  # Tollgate case -> the HAProxy case with the same token mode
     "tollgate-one-audit": "haproxy-one",
     "tollgate-rotate": "haproxy-one",  # HAProxy has no cache: every mode verifies
     "tollgate-fresh": "haproxy-fresh",
+    "tollgate-twice": "haproxy-fresh",
     "baseline-one": "haproxy-one",
     "baseline-rotate": "haproxy-one",
     "baseline-fresh": "haproxy-fresh",

@@ -12,11 +12,12 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 CONNS=${CONNS:-"1 64"}
 TOKENS=${TOKENS:-250000}
-CASES=${CASES:-"direct nginx haproxy-one haproxy-fresh tollgate-one tollgate-rotate tollgate-fresh tollgate-one-audit"}
+CASES=${CASES:-"direct nginx haproxy-one haproxy-fresh tollgate-one tollgate-rotate tollgate-fresh tollgate-one-audit tollgate-twice"}
 PERF=${PERF:-}   # set to 1: record a perf profile of the proxy in each measured run
 # Another Tollgate binary (say, a build of an earlier commit) for before/after in one run:
 # the cases baseline-one, baseline-rotate and baseline-fresh run it as tollgate-* run ours.
 BASELINE=${BASELINE:-}
+TWICE_DURATION=${TWICE_DURATION:-12}   # tollgate-twice: long enough to cache ~100,000 tokens
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 ISSUER="https://issuer.bench.invalid"
@@ -287,6 +288,11 @@ for round in $(seq 1 "$ROUNDS"); do
                 # A new process: an empty verification cache, so every token is verified.
                 start_tollgate off
                 run_wrk "$case" "$round" "$conns" fresh "$PROXY_PORT" "$PROXY_PID"
+                stop_proxy ;;
+            tollgate-twice)
+                # Each token twice: the cache admits every one; RSS after is the cache full.
+                start_tollgate off
+                DURATION=$TWICE_DURATION run_wrk "$case" "$round" "$conns" twice "$PROXY_PORT" "$PROXY_PID"
                 stop_proxy ;;
             baseline-one | baseline-rotate | baseline-fresh)
                 if [ -z "$BASELINE" ]; then

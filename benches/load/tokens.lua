@@ -5,6 +5,8 @@
 --   rotate  the first $LOAD_ROTATE tokens, in turn
 --   fresh   every request a token not used before (threads take disjoint lines); a run
 --           that runs out of tokens says so in the RESULT line (reused > 0)
+--   twice   as fresh, but each token is sent twice in a row: the second verification
+--           admits it to the cache, so the cache fills with every token seen
 
 local mode = os.getenv("LOAD_MODE") or "none"
 local file = os.getenv("LOAD_TOKENS")
@@ -37,7 +39,7 @@ function init(args)
   for line in io.lines(file) do
     n = n + 1
     -- fresh: this thread's share only (lines tid+1, tid+1+nthreads, ...)
-    if mode ~= "fresh" or (n - 1) % nthreads == tid then
+    if (mode ~= "fresh" and mode ~= "twice") or (n - 1) % nthreads == tid then
       tokens[#tokens + 1] = line
     end
     if n >= limit then
@@ -51,13 +53,21 @@ function request()
     return wrk.format("GET", path)
   end
   idx = idx + 1
-  if idx > #tokens then
+  local limit = #tokens
+  if mode == "twice" then
+    limit = 2 * #tokens
+  end
+  if idx > limit then
     idx = 1
-    if mode == "fresh" then
+    if mode == "fresh" or mode == "twice" then
       reused = reused + 1
     end
   end
-  return wrk.format("GET", path, { ["Authorization"] = "Bearer " .. tokens[idx] })
+  local i = idx
+  if mode == "twice" then
+    i = math.floor((idx + 1) / 2)
+  end
+  return wrk.format("GET", path, { ["Authorization"] = "Bearer " .. tokens[i] })
 end
 
 function done(summary, latency, requests)

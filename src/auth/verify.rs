@@ -416,10 +416,19 @@ impl Verifier {
             }
         }
         let remaining = Duration::from_secs(exp.saturating_sub(now_s));
-        let mut claims = claims;
-        if let Some(kept) = &provider.kept {
-            claims.retain(|name, _| kept.contains(name));
-        }
+        // Rebuilt rather than filtered in place: the cached map holds only what it keeps,
+        // not the capacity of every claim the token had.
+        let claims = match &provider.kept {
+            Some(kept) => {
+                let kept: Vec<(String, Value)> = claims
+                    .into_iter()
+                    .filter(|(name, _)| kept.contains(name))
+                    .collect();
+                // From an exact-size iterator: the map is allocated at its final size.
+                kept.into_iter().collect()
+            }
+            None => claims,
+        };
         Ok(VerifiedToken {
             provider: cfg.name.clone(),
             subject,
@@ -756,7 +765,10 @@ mod tests {
                     .rt
                     .block_on(v.verify_uncached(&token, SystemTime::now(), Duration::from_secs(60)))
                     .unwrap();
-                t.claims.keys().cloned().collect()
+                // Claims keep the token's order; compare as a set.
+                let mut n: Vec<String> = t.claims.keys().cloned().collect();
+                n.sort();
+                n
             };
             assert_eq!(names(&plain), ["email", "email_verified", "scope", "sub"]);
             assert_eq!(
