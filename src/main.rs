@@ -126,6 +126,9 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
             64 * 1024,
             std::io::stdout(),
         ));
+    if matches!(format, LogFormat::Json) {
+        tollgate::audit::write_json_to(writer.clone());
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
