@@ -24,7 +24,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::PROXY_AUTHENTICATE,
 ];
 
-/// Whether `name` is one of [`HOP_BY_HOP`] (a length check, then one comparison).
+/// Whether `name` is one of [`HOP_BY_HOP`] (comparisons, no hashing).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.iter().any(|h| h == name)
 }
@@ -170,12 +170,8 @@ pub fn set_forwarded(
             HeaderValue::from_str(&format!("{}, {peer_str}", prior.join(", "))).ok()
         }
     } else {
-        if headers.contains_key(header::FORWARDED) {
-            headers.remove(header::FORWARDED);
-        }
-        if headers.contains_key(&X_REAL_IP) {
-            headers.remove(&X_REAL_IP);
-        }
+        headers.remove(header::FORWARDED);
+        headers.remove(&X_REAL_IP);
         Some(peer.value.clone())
     };
     if let Some(v) = xff {
@@ -343,8 +339,6 @@ pub fn inject_identity(
     let p = &grant.principal;
     let roles = p.roles.join(", ");
     let perms = grant.permissions.granted.join(", ");
-    // Room for all of them at once: the map grows (and rehashes) at most once.
-    let _ = headers.try_reserve(12);
     let mut used = 0usize;
     for (name, value) in [
         (&names.account_kind, p.kind.as_str()),

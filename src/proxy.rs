@@ -258,11 +258,12 @@ pub async fn prepare(
         proto,
         host.clone(),
     );
-    if cfg.upstream.preserve_host {
-        if let Some(h) = host {
-            parts.headers.insert(header::HOST, h);
-        }
-    } else if let Ok(h) = HeaderValue::from_str(snap.upstream.authority().as_str()) {
+    // The client's Host, or the upstream's own name when configured so or when the client
+    // sent none (HTTP/1.0): the one place the upstream request's Host is decided.
+    if let Some(h) = host
+        .filter(|_| cfg.upstream.preserve_host)
+        .or_else(|| snap.upstream.host().cloned())
+    {
         parts.headers.insert(header::HOST, h);
     }
     if !cfg.upstream.forward_token {

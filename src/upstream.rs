@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, Uri, header};
+use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
@@ -36,7 +36,7 @@ struct Pool {
     connector: HttpsConnector<HttpConnector>,
     scheme: Scheme,
     authority: Authority,
-    /// The upstream authority as a `Host` value, for requests that carry none.
+    /// The upstream authority as a `Host` value, made once.
     host: Option<HeaderValue>,
     timeout: Duration,
     idle_timeout: Duration,
@@ -79,8 +79,9 @@ impl UpstreamClient {
         })
     }
 
-    pub fn authority(&self) -> &Authority {
-        &self.pool.authority
+    /// The upstream's authority as a `Host` value (`preserve_host = false`).
+    pub fn host(&self) -> Option<&HeaderValue> {
+        self.pool.host.as_ref()
     }
 
     /// The upstream request target for a canonical path and the original query (forwarded
@@ -105,17 +106,14 @@ impl UpstreamClient {
         self.pool.lock().conns.len()
     }
 
-    /// Sends the request and waits for the response head, at most `forward.timeout`.
+    /// Sends the request and waits for the response head, at most `forward.timeout`. The
+    /// request goes out as it is: origin-form target (see [`Self::uri_for`]) and a `Host`
+    /// header already set by the pipeline.
     pub async fn send(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        if !req.headers().contains_key(header::HOST)
-            && let Some(h) = &self.pool.host
-        {
-            req.headers_mut().insert(header::HOST, h.clone());
-        }
-        match tokio::time::timeout(self.pool.timeout, self.pool.clone().exchange(req)).await {
+        match tokio::time::timeout(self.pool.timeout, self.pool.exchange(req)).await {
             Err(_) => Err(UpstreamError::Timeout),
             Ok(r) => r,
         }
@@ -187,7 +185,7 @@ impl Pool {
     /// connection closed before taking it (an upstream keep-alive timeout racing the
     /// checkout) goes once more, on a new connection.
     async fn exchange(
-        self: Arc<Self>,
+        self: &Arc<Self>,
         req: Request<Incoming>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let (mut tx, pooled) = match self.checkout().await {
@@ -208,7 +206,7 @@ impl Pool {
         };
         let lease = Lease {
             tx,
-            pool: Arc::downgrade(&self),
+            pool: Arc::downgrade(self),
             // An upgraded connection is the tunnel's now.
             reusable: resp.status() != http::StatusCode::SWITCHING_PROTOCOLS,
         };

@@ -64,17 +64,20 @@ fn is_token68(s: &[u8]) -> bool {
     !body.is_empty() && body.iter().fold(true, |ok, &b| ok & token68_char(b))
 }
 
+/// A token from `source` after the size and token68 checks. The bytes are read as text
+/// only once they are known to be token68 (ASCII), so the value is scanned once.
 fn checked<'a>(
-    value: &'a str,
+    value: &'a [u8],
     source: TokenSource,
     opts: &Tokens,
 ) -> Result<Token<'a>, ProxyError> {
     if value.len() > opts.max_token_bytes {
         return Err(AuthError::TokenTooLarge.into());
     }
-    if !is_token68(value.as_bytes()) {
+    if !is_token68(value) {
         return Err(AuthError::MalformedAuthorization.into());
     }
+    let value = std::str::from_utf8(value).map_err(|_| AuthError::MalformedAuthorization)?;
     Ok(Token { value, source })
 }
 
@@ -103,22 +106,9 @@ pub fn extract<'a>(
         let split = v.iter().position(|&b| b == b' ').unwrap_or(v.len());
         let (scheme, rest) = v.split_at(split);
         if scheme.eq_ignore_ascii_case(b"bearer") {
-            // The token is checked as token68 (ASCII) before anything reads it as text;
-            // only then is it a `str`, so the value is scanned once, not twice.
             let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
             let token = rest.get(start..).unwrap_or_default();
-            if token.len() > opts.max_token_bytes {
-                return Err(AuthError::TokenTooLarge.into());
-            }
-            if !is_token68(token) {
-                return Err(AuthError::MalformedAuthorization.into());
-            }
-            let token =
-                std::str::from_utf8(token).map_err(|_| AuthError::MalformedAuthorization)?;
-            put(Token {
-                value: token,
-                source: TokenSource::Header,
-            })?;
+            put(checked(token, TokenSource::Header, opts)?)?;
         } else if !v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
             // Another scheme is no token, but a value that is not visible ASCII (what
             // `HeaderValue::to_str` accepts) is refused.
@@ -133,7 +123,7 @@ pub fn extract<'a>(
                 if let Some((k, v)) = pair.trim().split_once('=')
                     && k == name
                 {
-                    put(checked(v, TokenSource::Cookie, opts)?)?;
+                    put(checked(v.as_bytes(), TokenSource::Cookie, opts)?)?;
                 }
             }
         }
@@ -143,7 +133,7 @@ pub fn extract<'a>(
         for pair in q.split('&') {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             if k == name {
-                put(checked(v, TokenSource::Query, opts)?)?;
+                put(checked(v.as_bytes(), TokenSource::Query, opts)?)?;
             }
         }
     }

@@ -217,6 +217,11 @@ pub fn claim<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value
     if let Some(v) = claims.get(path) {
         return Some(v);
     }
+    // Only a dotted path has a nested reading; for a plain name that would be the same
+    // lookup (and hash) again.
+    if !path.contains('.') {
+        return None;
+    }
     let mut parts = path.split('.');
     let mut cur = claims.get(parts.next()?)?;
     for p in parts {
@@ -464,6 +469,11 @@ mod tests {
         assert_eq!(claim(c, "plain"), Some(&serde_json::json!(1)));
         assert_eq!(claim(c, "plain.x"), None);
         assert_eq!(claim(c, "missing.roles"), None);
+        assert_eq!(claim(c, "missing"), None);
+        assert_eq!(
+            claim(c, "realm_access"),
+            Some(&serde_json::json!({"roles": ["a"]}))
+        );
     }
 
     /// Differential test: jsonwebtoken (with `exp`, `iss`, `aud`, `sub` required, nbf checked,

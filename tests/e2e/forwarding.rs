@@ -245,3 +245,18 @@ async fn raw_request(addr: std::net::SocketAddr, path: &str) -> String {
     )
     .await
 }
+
+#[tokio::test]
+async fn a_request_without_host_reaches_the_upstream_with_its_authority() {
+    // HTTP/1.0 allows no Host; the upstream request still needs one.
+    let echo = Echo::start().await;
+    let gate = Gate::start(&config(&echo.url(), ROUTES)).await;
+    let out = raw(gate.addr, b"GET /public/h10 HTTP/1.0\r\n\r\n").await;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let seen = Seen(serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {out}")));
+    assert_eq!(seen.path(), "/public/h10");
+    assert_eq!(seen.header_all("host"), [echo.addr.to_string()]);
+}

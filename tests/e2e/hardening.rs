@@ -60,14 +60,7 @@ async fn an_upstream_reset_mid_response_fails_cleanly_and_tollgate_keeps_serving
     });
     let gate = Gate::start(&config(&format!("http://{addr}"), ROUTES)).await;
     for _ in 0..3 {
-        let resp = client()
-            .request(
-                http::Request::get(gate.url("/public/x"))
-                    .body(empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let resp = open(&gate.url("/public/x")).await;
         assert_eq!(resp.status(), 200);
         use http_body_util::BodyExt;
         let body = resp.into_body().collect().await;

@@ -172,3 +172,32 @@ async fn audit_denied_mode_logs_only_refusals() {
     assert_eq!(n, 1);
     drop(gate);
 }
+
+#[tokio::test]
+async fn the_log_filter_can_silence_audit_events() {
+    let echo = Echo::start().await;
+    let main = config(&echo.url(), ROUTES).replace("audit = \"off\"", "audit = \"all\"");
+    let gate = GateProcess::spawn_with_log(&main, "", "info,audit=off");
+    assert_eq!(get(&gate.url("/public/x")).await.status, 200);
+    assert_eq!(get(&gate.url("/private/x")).await.status, 401);
+    // One writer queue carries every line in order: once a line logged after both requests
+    // is out, any audit line for them would be too.
+    gate.signal("HUP");
+    let lines = gate.lines.clone();
+    let gate = tokio::task::spawn_blocking(move || {
+        gate.wait_for_log("configuration reloaded", |_| true);
+        gate
+    })
+    .await
+    .unwrap();
+    let all = lines.lock().unwrap().clone();
+    assert!(
+        all.iter().any(|l| l.contains("configuration reloaded")),
+        "{all:?}"
+    );
+    assert!(
+        !all.iter().any(|l| l.contains("\"target\":\"audit\"")),
+        "{all:?}"
+    );
+    drop(gate);
+}

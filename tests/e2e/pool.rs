@@ -14,8 +14,9 @@ use crate::support::*;
 
 /// A minimal HTTP/1.1 upstream: answers every request `200 ok` and counts connections.
 /// With `close_after = Some(n)` it closes each connection, without a word, after n
-/// responses (as an upstream keep-alive limit does), and reports each close. With a
-/// barrier, each connection's first answer waits until that many connections wait.
+/// responses (as an upstream keep-alive limit does). Every close, its own or Tollgate's,
+/// is reported on `closed`. With a barrier, each connection's first answer waits until
+/// that many connections wait.
 struct Counting {
     addr: std::net::SocketAddr,
     accepted: Arc<AtomicUsize>,
@@ -68,7 +69,10 @@ impl Counting {
                             }
                         }
                         match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
+                            Ok(0) | Err(_) => {
+                                let _ = tx.send(());
+                                return;
+                            }
                             Ok(n) => buf.extend_from_slice(&chunk[..n]),
                         }
                     }
@@ -118,14 +122,7 @@ async fn a_connection_whose_response_was_abandoned_is_not_reused() {
     let echo = Echo::start().await;
     let gate = Gate::start(&config(&echo.url(), ROUTES)).await;
     // Start a 64 MiB download, read one chunk, walk away.
-    let resp = client()
-        .request(
-            http::Request::get(gate.url("/public/stream/down?bytes=67108864"))
-                .body(empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp = open(&gate.url("/public/stream/down?bytes=67108864")).await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     let first = body.frame().await.unwrap().unwrap();
@@ -168,4 +165,24 @@ async fn the_pool_keeps_at_most_pool_max_idle_per_host() {
         );
     }
     assert_eq!(up.accepted.load(Ordering::SeqCst), before);
+}
+
+#[tokio::test]
+async fn connections_idle_past_pool_idle_timeout_are_closed() {
+    let mut up = Counting::start(None).await;
+    let gate = Gate::start(&config(
+        &up.url(),
+        &format!("[forward]\npool_idle_timeout = \"200ms\"\n{ROUTES}"),
+    ))
+    .await;
+    assert_eq!(get(&gate.url("/public/a")).await.status, 200);
+    assert_eq!(gate.app.snapshot().upstream.idle_connections(), 1);
+    // Nothing else happens: the pool closes its idle connection by itself.
+    tokio::time::timeout(std::time::Duration::from_secs(10), up.closed.recv())
+        .await
+        .expect("idle upstream connection still open after 10 s")
+        .unwrap();
+    assert_eq!(gate.app.snapshot().upstream.idle_connections(), 0);
+    assert_eq!(get(&gate.url("/public/b")).await.status, 200);
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
 }

@@ -33,14 +33,7 @@ async fn hundred_mib_up_and_down_in_bounded_memory() {
     assert_eq!(up.status, 200);
     assert_eq!(up.json()["received"], 100 * MIB, "upload truncated");
 
-    let resp = client()
-        .request(
-            http::Request::get(gate.url(&format!("/stream/down?bytes={}", 100 * MIB)))
-                .body(empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp = open(&gate.url(&format!("/stream/down?bytes={}", 100 * MIB))).await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     let mut received: u64 = 0;

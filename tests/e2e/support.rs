@@ -375,6 +375,14 @@ pub async fn collect(resp: Response<Incoming>) -> Got {
     }
 }
 
+/// GET `url` and return the response with its body still streaming.
+pub async fn open(url: &str) -> Response<Incoming> {
+    client()
+        .request(Request::get(url).body(empty()).unwrap())
+        .await
+        .unwrap()
+}
+
 pub async fn get(url: &str) -> Got {
     send(Request::get(url).body(empty()).unwrap()).await
 }
@@ -409,6 +417,11 @@ pub struct GateProcess {
 
 impl GateProcess {
     pub fn spawn(main: &str, accounts: &str) -> GateProcess {
+        Self::spawn_with_log(main, accounts, "info")
+    }
+
+    /// As [`Self::spawn`], with `TOLLGATE_LOG` set to `filter`.
+    pub fn spawn_with_log(main: &str, accounts: &str, filter: &str) -> GateProcess {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tollgate.toml");
         std::fs::write(&path, main).unwrap();
@@ -416,7 +429,7 @@ impl GateProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args(["run", "-c"])
             .arg(&path)
-            .env("TOLLGATE_LOG", "info")
+            .env("TOLLGATE_LOG", filter)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
