@@ -24,7 +24,7 @@ use crate::authz::{self, Permit};
 use crate::error::{ProxyError, Rejection, RequestError, UpstreamError};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::state::Snapshot;
-use crate::upstream::UpstreamBody;
+use crate::upstream::{Upgraded, UpstreamBody};
 
 /// Response body: the upstream's stream, or a small body of our own.
 pub type Body = Either<UpstreamBody, Full<Bytes>>;
@@ -153,7 +153,9 @@ async fn authorize_and_forward(
         let Some(client_upgrade) = client_upgrade else {
             return Err(UpstreamError::Protocol.into());
         };
-        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let Some(upstream_upgrade) = resp.body_mut().take_upgrade() else {
+            return Err(UpstreamError::Protocol.into());
+        };
         let up_value = resp.headers().get(header::UPGRADE).cloned();
         headers::strip_hop_by_hop(resp.headers_mut());
         if let Some(v) = up_value {
@@ -303,17 +305,28 @@ pub async fn prepare(
     Ok(permit)
 }
 
-/// Copies bytes both ways between an upgraded client and upstream connection.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
+/// Copies bytes both ways between an upgraded client and upstream connection, starting
+/// with whatever the upstream sent right after its `101`.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: Upgraded) {
+    use tokio::io::AsyncWriteExt;
+    let client = match client.await {
+        Ok(c) => c,
         Err(e) => {
             tracing::debug!(error = %e, "upgrade failed");
             return;
         }
     };
     let mut client = hyper_util::rt::TokioIo::new(client);
-    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+    let Upgraded {
+        io: mut upstream,
+        early,
+    } = upstream;
+    if !early.is_empty()
+        && let Err(e) = client.write_all(&early).await
+    {
+        tracing::debug!(error = %e, "upgraded connection ended");
+        return;
+    }
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(error = %e, "upgraded connection ended");
     }

@@ -2,29 +2,42 @@
 //! request rewritten to origin form with the canonical path, the connect and response
 //! timeouts, and failures classified. Bodies are passed through as streams both ways.
 //!
+//! The exchange runs in the task of the request it serves: the request head is written in
+//! one write, the response head read and parsed ([`codec`]) and the response body decoded
+//! as the client connection pulls it ([`UpstreamBody`]). No task, channel or wake-up
+//! between the two connections. The request body is sent while the response is read (an
+//! upstream may answer before it has read everything, or stream both ways).
+//!
 //! The pool is a LIFO stack of idle connections behind one uncontended lock. A connection
 //! is leased for one exchange and goes back when the response body has been read to its
-//! end ([`UpstreamBody`]); one whose body was abandoned, whose exchange failed or that was
-//! upgraded is closed instead. Nothing is spawned per request: the only task per
-//! connection is the one that drives it.
+//! end; one whose body was abandoned, whose exchange failed, that was upgraded, or whose
+//! response was delimited by closing, is closed instead. An idle connection is checked
+//! for a close by the upstream (without a system call when none was signalled) before it
+//! is used; a request without a body that a pooled connection dropped before any answer
+//! (an upstream keep-alive timeout racing the checkout) goes once more, on a new one.
+
+pub mod codec;
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, Uri};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_rustls::HttpsConnector;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tower_service::Service;
 
 use crate::config::Upstream;
 use crate::error::UpstreamError;
 use crate::tls::{self, TlsError};
+use codec::{BodyFraming, Buf, Chunked, Malformed, RequestFraming};
 
 /// A pooled client bound to one upstream. Cheap to clone.
 #[derive(Clone)]
@@ -47,9 +60,31 @@ struct Pool {
 #[derive(Default)]
 struct Idle {
     /// Most recently returned last.
-    conns: Vec<(SendRequest<Incoming>, Instant)>,
+    conns: Vec<(Conn, Instant)>,
     reaper: bool,
 }
+
+/// The byte stream to the upstream: plain TCP directly, TLS through hyper-rustls.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>>),
+}
+
+/// One upstream connection and its read buffer.
+struct Conn {
+    io: Stream,
+    buf: Buf,
+}
+
+/// A protocol upgrade the upstream accepted: the connection is the tunnel's now, with any
+/// bytes the upstream sent after its `101` head.
+pub struct Upgraded {
+    pub io: UpgradedIo,
+    pub early: Bytes,
+}
+
+/// The upgraded connection's stream (reads and writes bytes, nothing else).
+pub struct UpgradedIo(Stream);
 
 // === impl UpstreamClient ===
 
@@ -108,7 +143,7 @@ impl UpstreamClient {
 
     /// Sends the request and waits for the response head, at most `forward.timeout`. The
     /// request goes out as it is: origin-form target (see [`Self::uri_for`]) and a `Host`
-    /// header already set by the pipeline.
+    /// header already set by the pipeline; the framing header is the client's body's.
     pub async fn send(
         &self,
         req: Request<Incoming>,
@@ -128,34 +163,17 @@ impl Pool {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The most recently used idle connection that is open and ready now.
-    async fn checkout(self: &Arc<Self>) -> Option<SendRequest<Incoming>> {
+    /// The most recently used idle connection that is still open.
+    fn checkout(&self) -> Option<Conn> {
         loop {
-            let (mut tx, since) = self.lock().conns.pop()?;
-            if since.elapsed() > self.idle_timeout || tx.is_closed() {
-                continue;
-            }
-            // A connection goes back at the end of its response body, when its task has
-            // almost always made it ready already. One still busy (the upstream answered
-            // before the request body was all sent) waits on the side, not in this request.
-            match std::future::poll_fn(|cx| Poll::Ready(tx.poll_ready(cx))).await {
-                Poll::Ready(Ok(())) => return Some(tx),
-                Poll::Ready(Err(_)) => {}
-                Poll::Pending => {
-                    let pool = Arc::downgrade(self);
-                    tokio::spawn(async move {
-                        if tx.ready().await.is_ok()
-                            && let Some(p) = pool.upgrade()
-                        {
-                            p.put_back(tx);
-                        }
-                    });
-                }
+            let (mut conn, since) = self.lock().conns.pop()?;
+            if since.elapsed() <= self.idle_timeout && conn.is_open() {
+                return Some(conn);
             }
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Incoming>, UpstreamError> {
+    async fn connect(&self) -> Result<Conn, UpstreamError> {
         let target = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
@@ -169,55 +187,91 @@ impl Pool {
                 UpstreamError::Connect
             }
         })?;
-        let (tx, conn) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|_| UpstreamError::Connect)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
-        Ok(tx)
+        let io = match io {
+            MaybeHttpsStream::Http(tcp) => Stream::Plain(tcp.into_inner()),
+            tls => Stream::Tls(Box::new(TokioIo::new(tls))),
+        };
+        Ok(Conn {
+            io,
+            buf: Buf::default(),
+        })
     }
 
-    /// One exchange on a pooled connection, or a new one. A request that a pooled
-    /// connection closed before taking it (an upstream keep-alive timeout racing the
-    /// checkout) goes once more, on a new connection.
+    /// One exchange up to the response head, on a pooled connection or a new one.
     async fn exchange(
         self: &Arc<Self>,
         req: Request<Incoming>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let (mut tx, pooled) = match self.checkout().await {
-            Some(tx) => (tx, true),
+        let (parts, body) = req.into_parts();
+        let framing = request_framing(&parts.method, &parts.headers, &body);
+        let mut head = Vec::with_capacity(256 + 64 * parts.headers.len());
+        codec::encode_head(
+            &mut head,
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            framing,
+        );
+        // Only a request with nothing to stream can be sent twice.
+        let replayable = matches!(framing, RequestFraming::None | RequestFraming::Length(0));
+        let upgrade = parts.headers.contains_key(header::UPGRADE);
+
+        let (conn, pooled) = match self.checkout() {
+            Some(c) => (c, true),
             None => (self.connect().await?, false),
         };
-        let resp = match tx.try_send_request(req).await {
-            Ok(r) => r,
-            Err(mut e) => match e.take_message() {
-                Some(req) if pooled => {
-                    tx = self.connect().await?;
-                    tx.send_request(req)
-                        .await
-                        .map_err(|_| UpstreamError::Protocol)?
-                }
-                _ => return Err(UpstreamError::Protocol),
-            },
+        let retry_head = (pooled && replayable).then(|| head.clone());
+        let mut x = Exchange::new(conn, head, Some(body), framing);
+        let resp = match std::future::poll_fn(|cx| x.poll_head(cx)).await {
+            Ok(h) => h,
+            Err(Failed::Unanswered) if retry_head.is_some() => {
+                let head = retry_head.unwrap_or_default();
+                x = Exchange::new(self.connect().await?, head, x.body.take(), framing);
+                std::future::poll_fn(|cx| x.poll_head(cx))
+                    .await
+                    .map_err(|_| UpstreamError::Protocol)?
+            }
+            Err(_) => return Err(UpstreamError::Protocol),
         };
-        let lease = Lease {
-            tx,
+
+        let status = resp.status;
+        let body_framing = if status == StatusCode::SWITCHING_PROTOCOLS {
+            if !upgrade {
+                return Err(UpstreamError::Protocol);
+            }
+            BodyFraming::Empty
+        } else {
+            codec::response_framing(&parts.method, status, &resp.headers)
+                .map_err(|_| UpstreamError::Protocol)?
+        };
+        let reusable = status != StatusCode::SWITCHING_PROTOCOLS
+            && codec::keep_alive(resp.version, &resp.headers, body_framing);
+        let mut headers = resp.headers;
+        if matches!(body_framing, BodyFraming::Chunked | BodyFraming::Close) {
+            // The length, if any, is not what delimits this body.
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        let decoder = match body_framing {
+            BodyFraming::Empty => Decoder::Done,
+            BodyFraming::Length(n) => Decoder::Length(n),
+            BodyFraming::Chunked => Decoder::Chunked(Chunked::default()),
+            BodyFraming::Close => Decoder::Close,
+        };
+        let mut out = Response::new(UpstreamBody {
+            exchange: Some(x),
+            decoder,
+            reusable,
+            upgrade: status == StatusCode::SWITCHING_PROTOCOLS,
             pool: Arc::downgrade(self),
-            // An upgraded connection is the tunnel's now.
-            reusable: resp.status() != http::StatusCode::SWITCHING_PROTOCOLS,
-        };
-        Ok(resp.map(|inner| UpstreamBody {
-            inner,
-            lease: Some(lease),
-        }))
+            failed: None,
+        });
+        *out.status_mut() = status;
+        *out.headers_mut() = headers;
+        Ok(out)
     }
 
-    fn put_back(self: Arc<Self>, tx: SendRequest<Incoming>) {
-        if self.max_idle == 0 || tx.is_closed() {
+    fn put_back(self: Arc<Self>, conn: Conn) {
+        if self.max_idle == 0 {
             return;
         }
         let start_reaper = {
@@ -225,7 +279,7 @@ impl Pool {
             if idle.conns.len() >= self.max_idle {
                 return;
             }
-            idle.conns.push((tx, Instant::now()));
+            idle.conns.push((conn, Instant::now()));
             !std::mem::replace(&mut idle.reaper, true)
         };
         if start_reaper && let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -234,7 +288,27 @@ impl Pool {
     }
 }
 
-/// Closes connections idle longer than `pool_idle_timeout`, for as long as the pool lives.
+/// The framing of the request body: its exact length when known (a `Content-Length` body,
+/// or none at all), chunked otherwise. A body-less request keeps an explicit zero length
+/// when it came with one, or when its method normally carries a body.
+fn request_framing(method: &Method, headers: &http::HeaderMap, body: &Incoming) -> RequestFraming {
+    match body.size_hint().exact() {
+        Some(0) if body.is_end_stream() => {
+            if headers.contains_key(header::CONTENT_LENGTH)
+                || matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+            {
+                RequestFraming::Length(0)
+            } else {
+                RequestFraming::None
+            }
+        }
+        Some(n) => RequestFraming::Length(n),
+        None => RequestFraming::Chunked,
+    }
+}
+
+/// Closes connections idle longer than `pool_idle_timeout`, or closed by the upstream, for
+/// as long as the pool lives.
 async fn reap(pool: Weak<Pool>) {
     let period = match pool.upgrade() {
         Some(p) => (p.idle_timeout / 2).max(Duration::from_secs(1)),
@@ -245,86 +319,439 @@ async fn reap(pool: Weak<Pool>) {
         let Some(p) = pool.upgrade() else { return };
         let stale: Vec<_> = {
             let mut idle = p.lock();
-            let keep = idle
-                .conns
-                .iter()
-                .position(|(tx, since)| since.elapsed() <= p.idle_timeout && !tx.is_closed());
-            // Oldest first: everything before the first fresh one has aged out or closed.
-            let n = keep.unwrap_or(idle.conns.len());
-            idle.conns.drain(..n).collect()
+            let (keep, stale) = std::mem::take(&mut idle.conns)
+                .into_iter()
+                .partition(|(_, since)| since.elapsed() <= p.idle_timeout);
+            idle.conns = keep;
+            idle.conns.retain_mut(|(c, _)| c.is_open());
+            stale
         };
         drop(stale);
     }
 }
 
-/// A connection on loan for one exchange.
-struct Lease {
-    tx: SendRequest<Incoming>,
-    pool: Weak<Pool>,
-    reusable: bool,
-}
+// === impl Conn ===
 
-impl Lease {
-    fn give_back(self) {
-        if self.reusable
-            && let Some(p) = self.pool.upgrade()
-        {
-            p.put_back(self.tx);
+impl Conn {
+    /// Whether the upstream has not closed (or written to) the idle connection. Polls once
+    /// with a no-op waker: when no readiness was signalled since the last read, this is no
+    /// system call at all.
+    fn is_open(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let Some(spare) = self.buf.spare(codec::BUF_SIZE) else {
+            return false;
+        };
+        let mut rb = ReadBuf::new(spare);
+        matches!(
+            Pin::new(&mut self.io).poll_read(&mut cx, &mut rb),
+            Poll::Pending
+        )
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<std::io::Result<usize>> {
+        let Some(spare) = self.buf.spare(max) else {
+            return Poll::Ready(Err(std::io::ErrorKind::OutOfMemory.into()));
+        };
+        let mut rb = ReadBuf::new(spare);
+        match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                self.buf.filled_by(n);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
 
-/// The upstream's response body, streamed through. When it has been read to its end the
-/// connection goes back to the pool; dropped before that, the connection is closed.
+/// Why an exchange failed before a response head.
+#[derive(Debug)]
+enum Failed {
+    /// The connection closed or failed before a byte of the response came.
+    Unanswered,
+    /// Anything else: a malformed or cut-off response, a failed request body.
+    Broken,
+}
+
+/// One exchange on one connection: the request going out, the response coming in.
+struct Exchange {
+    conn: Conn,
+    /// Request bytes not yet written (the head, then body framing and data).
+    out: Vec<u8>,
+    written: usize,
+    /// The client's request body, until it has all been queued.
+    body: Option<Incoming>,
+    framing: RequestFraming,
+    /// The request went out whole.
+    sent: bool,
+    /// The request could not be sent whole (write error, client body error).
+    upload_failed: bool,
+    answered: bool,
+}
+
+impl Exchange {
+    fn new(conn: Conn, head: Vec<u8>, body: Option<Incoming>, framing: RequestFraming) -> Self {
+        let body = body.filter(|b| !b.is_end_stream());
+        Self {
+            conn,
+            out: head,
+            written: 0,
+            body,
+            framing,
+            sent: false,
+            upload_failed: false,
+            answered: false,
+        }
+    }
+
+    /// Sends what it can without waiting: queued bytes, then the next body frames.
+    fn poll_upload(&mut self, cx: &mut Context<'_>) {
+        while !self.sent && !self.upload_failed {
+            if let Some(pending) = self.out.get(self.written..)
+                && !pending.is_empty()
+            {
+                match Pin::new(&mut self.conn.io).poll_write(cx, pending) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => self.fail_upload(),
+                    Poll::Ready(Ok(n)) => self.written += n,
+                    Poll::Pending => return,
+                }
+                continue;
+            }
+            self.out.clear();
+            self.written = 0;
+            let Some(body) = self.body.as_mut() else {
+                match Pin::new(&mut self.conn.io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.sent = true,
+                    Poll::Ready(Err(_)) => self.fail_upload(),
+                    Poll::Pending => {}
+                }
+                return;
+            };
+            match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers of a chunked request are dropped.
+                    if let Ok(data) = frame.into_data()
+                        && !data.is_empty()
+                    {
+                        if self.framing == RequestFraming::Chunked {
+                            codec::chunk_size_line(&mut self.out, data.len());
+                            self.out.extend_from_slice(&data);
+                            self.out.extend_from_slice(b"\r\n");
+                        } else {
+                            self.out.extend_from_slice(&data);
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => self.fail_upload(),
+                Poll::Ready(None) => {
+                    self.body = None;
+                    if self.framing == RequestFraming::Chunked {
+                        self.out.extend_from_slice(b"0\r\n\r\n");
+                    }
+                }
+                Poll::Pending => return,
+            }
+        }
+    }
+
+    fn fail_upload(&mut self) {
+        self.upload_failed = true;
+        self.body = None;
+        self.out.clear();
+        self.written = 0;
+    }
+
+    /// The response head, informational responses other than `101` skipped.
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<codec::Head, Failed>> {
+        loop {
+            self.poll_upload(cx);
+            if !self.conn.buf.is_empty() {
+                match codec::parse_response(self.conn.buf.filled()) {
+                    Ok(Some(head)) => {
+                        self.conn.buf.consume(head.len);
+                        if head.status.is_informational()
+                            && head.status != StatusCode::SWITCHING_PROTOCOLS
+                        {
+                            continue;
+                        }
+                        return Poll::Ready(Ok(head));
+                    }
+                    Ok(None) => {}
+                    Err(Malformed) => return Poll::Ready(Err(Failed::Broken)),
+                }
+            }
+            match self.conn.poll_fill(cx, codec::MAX_HEAD) {
+                Poll::Ready(Ok(n)) if n > 0 => self.answered = true,
+                Poll::Ready(_) => {
+                    return Poll::Ready(Err(if self.answered {
+                        Failed::Broken
+                    } else {
+                        Failed::Unanswered
+                    }));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// How far the response body is read.
+enum Decoder {
+    Length(u64),
+    Chunked(Chunked),
+    Close,
+    Done,
+}
+
+/// The upstream's response body, streamed through as the client pulls it (which also
+/// sends what is left of the request body). Read to its end, the connection goes back to
+/// the pool; dropped before that, it is closed.
 pub struct UpstreamBody {
-    inner: Incoming,
-    lease: Option<Lease>,
+    exchange: Option<Exchange>,
+    decoder: Decoder,
+    reusable: bool,
+    upgrade: bool,
+    pool: Weak<Pool>,
+    failed: Option<BodyError>,
+}
+
+/// The response body was cut off or malformed.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream response body: {0}")]
+pub struct BodyError(&'static str);
+
+impl UpstreamBody {
+    /// The upgraded connection, once, for a `101` response.
+    pub fn take_upgrade(&mut self) -> Option<Upgraded> {
+        if !self.upgrade {
+            return None;
+        }
+        self.upgrade = false;
+        let mut x = self.exchange.take()?;
+        Some(Upgraded {
+            early: x.conn.buf.take(),
+            io: UpgradedIo(x.conn.io),
+        })
+    }
+
+    /// The body has been read to its end: the connection goes back if it can carry another
+    /// exchange.
+    fn finish(&mut self) {
+        self.decoder = Decoder::Done;
+        let Some(x) = self.exchange.take() else {
+            return;
+        };
+        if self.reusable
+            && x.sent
+            && !x.upload_failed
+            && x.conn.buf.is_empty()
+            && let Some(p) = self.pool.upgrade()
+        {
+            p.put_back(x.conn);
+        }
+    }
+
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        let Some(x) = self.exchange.as_mut() else {
+            return Poll::Ready(None);
+        };
+        // Full duplex: the request body keeps going while the response is read.
+        x.poll_upload(cx);
+        loop {
+            let buf = x.conn.buf.filled();
+            let data = match &mut self.decoder {
+                Decoder::Done => return Poll::Ready(None),
+                Decoder::Length(left) => {
+                    let n = usize::try_from(*left).map_or(buf.len(), |l| l.min(buf.len()));
+                    *left -= n as u64;
+                    n
+                }
+                Decoder::Close => buf.len(),
+                Decoder::Chunked(d) => {
+                    let (skip, n) = d
+                        .advance(buf)
+                        .map_err(|_| BodyError("malformed chunked framing"))?;
+                    x.conn.buf.consume(skip);
+                    if *d == Chunked::Done {
+                        self.finish();
+                        return Poll::Ready(None);
+                    }
+                    n
+                }
+            };
+            if data > 0 {
+                let chunk =
+                    Bytes::copy_from_slice(x.conn.buf.filled().get(..data).unwrap_or_default());
+                x.conn.buf.consume(data);
+                if self.ends_here() {
+                    self.finish();
+                }
+                return Poll::Ready(Some(Ok(chunk)));
+            }
+            if matches!(self.decoder, Decoder::Length(0)) {
+                self.finish();
+                return Poll::Ready(None);
+            }
+            match x.conn.poll_fill(cx, codec::BUF_SIZE) {
+                Poll::Ready(Ok(0)) if matches!(self.decoder, Decoder::Close) => {
+                    self.reusable = false;
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(0)) => return Poll::Ready(Some(Err(BodyError("cut off")))),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Some(Err(BodyError("read failed")))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Whether the body ends with what has been yielded, as far as the buffer shows. Lets
+    /// the connection go back before the client connection asks again (it may not).
+    fn ends_here(&mut self) -> bool {
+        match &mut self.decoder {
+            Decoder::Length(left) => *left == 0,
+            Decoder::Chunked(d) => {
+                let Some(x) = self.exchange.as_mut() else {
+                    return true;
+                };
+                let mut probe = *d;
+                match probe.advance(x.conn.buf.filled()) {
+                    Ok((skip, 0)) if probe == Chunked::Done => {
+                        x.conn.buf.consume(skip);
+                        *d = probe;
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            Decoder::Close => false,
+            Decoder::Done => true,
+        }
+    }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => {
-                if let Some(l) = this.lease.take() {
-                    l.give_back();
-                }
-            }
-            Poll::Ready(Some(Err(_))) => this.lease = None,
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
-                if let Some(l) = this.lease.take() {
-                    l.give_back();
-                }
-            }
-            _ => {}
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Some(e) = self.failed.take() {
+            return Poll::Ready(Some(Err(e)));
         }
-        polled
+        match self.poll_data(cx) {
+            Poll::Ready(Some(Ok(d))) => Poll::Ready(Some(Ok(Frame::data(d)))),
+            Poll::Ready(Some(Err(e))) => {
+                self.exchange = None;
+                self.decoder = Decoder::Done;
+                // Reported on the next poll, so that the client connection first flushes
+                // what came before the failure (a cut-off body stays a cut-off body, not
+                // a response that never started).
+                self.failed = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.failed.is_none() && matches!(self.decoder, Decoder::Done | Decoder::Length(0))
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.decoder {
+            Decoder::Done => SizeHint::with_exact(0),
+            Decoder::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
     }
 }
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
         // An empty body is never polled: the exchange is complete all the same.
-        if self.inner.is_end_stream()
-            && let Some(l) = self.lease.take()
-        {
-            l.give_back();
+        if self.is_end_stream() && !self.upgrade {
+            self.finish();
         }
+    }
+}
+
+// === impl Stream ===
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+impl AsyncRead for UpgradedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UpgradedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
     }
 }
 

@@ -23,3 +23,4 @@ mod streaming;
 mod tls;
 mod tokens;
 mod upgrade;
+mod upstream;

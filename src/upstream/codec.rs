@@ -1,0 +1,633 @@
+//! HTTP/1.1 on the upstream side (RFC 9112), as plain functions over bytes: the request
+//! head written into one buffer, the response head parsed with `httparse`, the response
+//! body's framing decided (§6.3), and chunked bodies decoded (§7.1). No I/O here.
+
+use std::io::Write as _;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri, Version};
+
+/// A response head longer than this is refused (502).
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Header lines accepted in a response head.
+pub const MAX_HEADERS: usize = 128;
+/// Bytes a connection's read buffer starts with (it grows to [`MAX_HEAD`] for a long head).
+pub const BUF_SIZE: usize = 16 * 1024;
+/// A chunk-size line's extensions longer than this are refused.
+const MAX_CHUNK_EXT: usize = 4 * 1024;
+/// A trailer section longer than this is refused (trailers are read and dropped).
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// The response could not be understood: the exchange fails with 502.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed upstream response")]
+pub struct Malformed;
+
+/// How the request body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// No body and no framing header (a GET without a body).
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Writes the request line and header section. The framing header is ours: any
+/// `Content-Length`/`Transfer-Encoding` in `headers` is left out. Header values cannot hold
+/// CR or LF (`HeaderValue` refuses them), nor can a `Uri` hold a space, so nothing here can
+/// split the head.
+pub fn encode_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    framing: RequestFraming,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        RequestFraming::None => {}
+        RequestFraming::Length(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The framing line that precedes a chunk of `len` bytes.
+pub fn chunk_size_line(out: &mut Vec<u8>, len: usize) {
+    let _ = write!(out, "{len:x}\r\n");
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct Head {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    /// Bytes of the input the head took.
+    pub len: usize,
+}
+
+/// Parses a response head from the front of `buf`: `Ok(None)` until it is complete.
+pub fn parse_response(buf: &[u8]) -> Result<Option<Head>, Malformed> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
+        Ok(httparse::Status::Partial) | Err(_) => return Err(Malformed),
+    };
+    if len > MAX_HEAD {
+        return Err(Malformed);
+    }
+    let status = resp
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(Malformed)?;
+    let version = match resp.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
+    // One copy of the head; every value is a slice of it (no allocation per value).
+    let head = Bytes::copy_from_slice(buf.get(..len).ok_or(Malformed)?);
+    let base = buf.as_ptr() as usize;
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Malformed)?;
+        let start = (h.value.as_ptr() as usize).wrapping_sub(base);
+        let end = start.checked_add(h.value.len()).ok_or(Malformed)?;
+        if end > head.len() {
+            return Err(Malformed);
+        }
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(start..end)).map_err(|_| Malformed)?;
+        headers.append(name, value);
+    }
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+        len,
+    }))
+}
+
+/// How the response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+/// The framing of the response to a request with `method`.
+pub fn response_framing(
+    method: &Method,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> Result<BodyFraming, Malformed> {
+    if method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(BodyFraming::Empty);
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .rfind(|t| !t.is_empty());
+        return Ok(match last {
+            Some(t) if t.eq_ignore_ascii_case(b"chunked") => BodyFraming::Chunked,
+            _ => BodyFraming::Close,
+        });
+    }
+    let mut length: Option<u64> = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            let n = parse_decimal(part).ok_or(Malformed)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Malformed);
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => BodyFraming::Empty,
+        Some(n) => BodyFraming::Length(n),
+        None => BodyFraming::Close,
+    })
+}
+
+/// Whether the connection may carry another exchange after this response.
+pub fn keep_alive(version: Version, headers: &HeaderMap, framing: BodyFraming) -> bool {
+    version == Version::HTTP_11
+        && framing != BodyFraming::Close
+        && !(headers.contains_key(header::TRANSFER_ENCODING)
+            && headers.contains_key(header::CONTENT_LENGTH))
+        && !headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
+fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
+}
+
+/// The chunked-body decoder's position (RFC 9112 §7.1). Extensions and trailers are read,
+/// bounded, and dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunked {
+    Size { size: u64, digits: u8 },
+    Ext { size: u64, len: usize },
+    SizeLf { size: u64 },
+    Data(u64),
+    DataCr,
+    DataLf,
+    Trailer { line: usize, total: usize },
+    TrailerLf { empty: bool, total: usize },
+    Done,
+}
+
+impl Default for Chunked {
+    fn default() -> Self {
+        Chunked::Size { size: 0, digits: 0 }
+    }
+}
+
+impl Chunked {
+    /// Reads framing from the front of `input` up to the next chunk data, the end of the
+    /// body, or the end of `input`. Returns `(skip, data)`: `skip` framing bytes to drop,
+    /// then `data` bytes of chunk data (possibly 0) that follow them.
+    pub fn advance(&mut self, input: &[u8]) -> Result<(usize, usize), Malformed> {
+        let mut i = 0;
+        while let Some(&b) = input.get(i) {
+            *self = match *self {
+                Chunked::Done => return Ok((i, 0)),
+                Chunked::Data(left) => {
+                    let avail = (input.len() - i) as u64;
+                    let n = left.min(avail);
+                    *self = if n == left {
+                        Chunked::DataCr
+                    } else {
+                        Chunked::Data(left - n)
+                    };
+                    // n <= avail, which fits in usize.
+                    return Ok((i, usize::try_from(n).map_err(|_| Malformed)?));
+                }
+                Chunked::Size { size, digits } => match hex(b) {
+                    Some(d) if digits < 16 => Chunked::Size {
+                        size: size << 4 | u64::from(d),
+                        digits: digits + 1,
+                    },
+                    Some(_) => return Err(Malformed),
+                    None if digits == 0 => return Err(Malformed),
+                    None => match b {
+                        b'\r' => Chunked::SizeLf { size },
+                        b';' | b' ' | b'\t' => Chunked::Ext { size, len: 1 },
+                        _ => return Err(Malformed),
+                    },
+                },
+                Chunked::Ext { size, len } => match b {
+                    b'\r' => Chunked::SizeLf { size },
+                    b'\n' => return Err(Malformed),
+                    _ if len >= MAX_CHUNK_EXT || is_ctl(b) => return Err(Malformed),
+                    _ => Chunked::Ext { size, len: len + 1 },
+                },
+                Chunked::SizeLf { size } => match b {
+                    b'\n' if size == 0 => Chunked::Trailer { line: 0, total: 0 },
+                    b'\n' => Chunked::Data(size),
+                    _ => return Err(Malformed),
+                },
+                Chunked::DataCr => match b {
+                    b'\r' => Chunked::DataLf,
+                    _ => return Err(Malformed),
+                },
+                Chunked::DataLf => match b {
+                    b'\n' => Chunked::default(),
+                    _ => return Err(Malformed),
+                },
+                Chunked::Trailer { line, total } => match b {
+                    b'\r' => Chunked::TrailerLf {
+                        empty: line == 0,
+                        total,
+                    },
+                    b'\n' => return Err(Malformed),
+                    _ if total >= MAX_TRAILERS || is_ctl(b) => return Err(Malformed),
+                    _ => Chunked::Trailer {
+                        line: line + 1,
+                        total: total + 1,
+                    },
+                },
+                Chunked::TrailerLf { empty, total } => match b {
+                    b'\n' if empty => {
+                        *self = Chunked::Done;
+                        return Ok((i + 1, 0));
+                    }
+                    b'\n' => Chunked::Trailer { line: 0, total },
+                    _ => return Err(Malformed),
+                },
+            };
+            i += 1;
+        }
+        Ok((i, 0))
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn is_ctl(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+/// A connection's read buffer: unread bytes are `data[start..end]`. Initialised once, so
+/// reads go straight into it without `unsafe`.
+pub struct Buf {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Default for Buf {
+    fn default() -> Self {
+        Self {
+            data: vec![0; BUF_SIZE],
+            start: 0,
+            end: 0,
+        }
+    }
+}
+
+impl Buf {
+    pub fn filled(&self) -> &[u8] {
+        self.data.get(self.start..self.end).unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start = self.start.saturating_add(n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// The unread bytes, removed from the buffer.
+    pub fn take(&mut self) -> Bytes {
+        let b = Bytes::copy_from_slice(self.filled());
+        self.consume(self.end);
+        b
+    }
+
+    /// Room to read into: unread bytes are moved to the front, and a full buffer grows up
+    /// to `max` bytes. `None` when it holds `max` unread bytes already.
+    pub fn spare(&mut self, max: usize) -> Option<&mut [u8]> {
+        if self.end == self.data.len() {
+            if self.start > 0 {
+                self.data.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.data.len() < max {
+                let grown = (self.data.len() * 2).min(max);
+                self.data.resize(grown, 0);
+            } else {
+                return None;
+            }
+        }
+        self.data.get_mut(self.end..)
+    }
+
+    /// `n` bytes were read into [`Self::spare`].
+    pub fn filled_by(&mut self, n: usize) {
+        self.end = self.end.saturating_add(n).min(self.data.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn request_head_has_origin_form_our_framing_and_no_client_framing() {
+        let mut out = Vec::new();
+        let h = headers(&[
+            ("host", "api"),
+            ("content-length", "99"),
+            ("transfer-encoding", "chunked"),
+            ("x-a", "1"),
+            ("x-a", "2"),
+        ]);
+        let uri: Uri = "/p?q=1".parse().unwrap();
+        encode_head(&mut out, &Method::POST, &uri, &h, RequestFraming::Length(5));
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "POST /p?q=1 HTTP/1.1\r\nhost: api\r\nx-a: 1\r\nx-a: 2\r\ncontent-length: 5\r\n\r\n"
+        );
+        out.clear();
+        encode_head(&mut out, &Method::GET, &uri, &h, RequestFraming::None);
+        assert!(out.ends_with(b"x-a: 2\r\n\r\n"));
+        out.clear();
+        encode_head(&mut out, &Method::PUT, &uri, &h, RequestFraming::Chunked);
+        assert!(out.ends_with(b"transfer-encoding: chunked\r\n\r\n"));
+    }
+
+    #[test]
+    fn response_head_is_parsed_with_values_shared() {
+        let raw = b"HTTP/1.1 201 Created\r\nContent-Length: 3\r\nX-Y: a b\r\nx-y: c\r\n\r\nabc";
+        assert!(parse_response(&raw[..20]).unwrap().is_none());
+        let head = parse_response(raw).unwrap().unwrap();
+        assert_eq!(head.status, StatusCode::CREATED);
+        assert_eq!(head.version, Version::HTTP_11);
+        assert_eq!(head.len, raw.len() - 3);
+        assert_eq!(head.headers["content-length"], "3");
+        let ys: Vec<_> = head.headers.get_all("x-y").iter().collect();
+        assert_eq!(ys, ["a b", "c"]);
+        assert_eq!(
+            response_framing(&Method::GET, head.status, &head.headers),
+            Ok(BodyFraming::Length(3))
+        );
+    }
+
+    #[test]
+    fn malformed_or_oversized_heads_are_refused() {
+        assert_eq!(
+            parse_response(b"HTTP/1.1 2000 X\r\n\r\n").unwrap_err(),
+            Malformed
+        );
+        assert_eq!(parse_response(b"garbage\r\n\r\n").unwrap_err(), Malformed);
+        let mut long = b"HTTP/1.1 200 OK\r\nx: ".to_vec();
+        long.resize(MAX_HEAD + 1, b'a');
+        assert_eq!(parse_response(&long).unwrap_err(), Malformed);
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for _ in 0..=MAX_HEADERS {
+            many.extend_from_slice(b"a: b\r\n");
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(parse_response(&many).unwrap_err(), Malformed);
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112_section_6_3() {
+        let ok = StatusCode::OK;
+        let f = |m: &Method, s, h: &[(&str, &str)]| response_framing(m, s, &headers(h));
+        let get = &Method::GET;
+        assert_eq!(
+            f(&Method::HEAD, ok, &[("content-length", "10")]),
+            Ok(BodyFraming::Empty)
+        );
+        assert_eq!(f(get, StatusCode::NO_CONTENT, &[]), Ok(BodyFraming::Empty));
+        assert_eq!(
+            f(get, StatusCode::NOT_MODIFIED, &[("content-length", "9")]),
+            Ok(BodyFraming::Empty)
+        );
+        assert_eq!(
+            f(get, ok, &[("transfer-encoding", "gzip, chunked")]),
+            Ok(BodyFraming::Chunked)
+        );
+        assert_eq!(
+            f(
+                get,
+                ok,
+                &[("transfer-encoding", "chunked"), ("content-length", "4")]
+            ),
+            Ok(BodyFraming::Chunked)
+        );
+        assert_eq!(
+            f(get, ok, &[("transfer-encoding", "chunked, gzip")]),
+            Ok(BodyFraming::Close)
+        );
+        assert_eq!(
+            f(
+                get,
+                ok,
+                &[("content-length", "7, 7"), ("content-length", "7")]
+            ),
+            Ok(BodyFraming::Length(7))
+        );
+        assert_eq!(
+            f(get, ok, &[("content-length", "0")]),
+            Ok(BodyFraming::Empty)
+        );
+        assert_eq!(
+            f(get, ok, &[("content-length", "7"), ("content-length", "8")]),
+            Err(Malformed)
+        );
+        assert_eq!(f(get, ok, &[("content-length", "+7")]), Err(Malformed));
+        assert_eq!(
+            f(get, ok, &[("content-length", "99999999999999999999")]),
+            Err(Malformed)
+        );
+        assert_eq!(f(get, ok, &[]), Ok(BodyFraming::Close));
+    }
+
+    #[test]
+    fn keep_alive_needs_http_1_1_a_delimited_body_and_no_close() {
+        let h = headers(&[("content-length", "1")]);
+        let len = BodyFraming::Length(1);
+        assert!(keep_alive(Version::HTTP_11, &h, len));
+        assert!(!keep_alive(Version::HTTP_10, &h, len));
+        assert!(!keep_alive(Version::HTTP_11, &h, BodyFraming::Close));
+        let closing = headers(&[("connection", "foo, Close")]);
+        assert!(!keep_alive(Version::HTTP_11, &closing, len));
+        let both = headers(&[("transfer-encoding", "chunked"), ("content-length", "1")]);
+        assert!(!keep_alive(Version::HTTP_11, &both, BodyFraming::Chunked));
+    }
+
+    /// Decodes `wire` fed in pieces split at `cuts`; returns the data and whether the body
+    /// ended, and where (bytes of `wire` consumed).
+    fn decode(wire: &[u8], cuts: &[usize]) -> Result<(Vec<u8>, Option<usize>), Malformed> {
+        let mut d = Chunked::default();
+        let mut out = Vec::new();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut consumed = 0;
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
+        bounds.push(wire.len());
+        bounds.sort_unstable();
+        let mut fed = 0;
+        for b in bounds {
+            pending.extend_from_slice(&wire[fed..b]);
+            fed = b;
+            loop {
+                let (skip, n) = d.advance(&pending)?;
+                out.extend_from_slice(&pending[skip..skip + n]);
+                pending.drain(..skip + n);
+                consumed += skip + n;
+                if d == Chunked::Done {
+                    return Ok((out, Some(consumed)));
+                }
+                if skip + n == 0 || pending.is_empty() {
+                    break;
+                }
+            }
+        }
+        Ok((out, None))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_with_extensions_and_trailers() {
+        let wire = b"5;name=value\r\nhello\r\nA \r\n0123456789\r\n0\r\nx-t: 1\r\n\r\nNEXT";
+        let (data, end) = decode(wire, &[]).unwrap();
+        assert_eq!(data, b"hello0123456789");
+        assert_eq!(end, Some(wire.len() - 4), "stops at the end of the body");
+        let (data, end) = decode(b"0\r\n\r\n", &[]).unwrap();
+        assert!(data.is_empty());
+        assert_eq!(end, Some(5));
+        assert_eq!(decode(b"5\r\nhel", &[]).unwrap(), (b"hel".to_vec(), None));
+    }
+
+    #[test]
+    fn chunked_framing_errors_are_refused() {
+        for bad in [
+            &b"x\r\n"[..],
+            b"5\nhello\r\n",
+            b"5\r\nhelloX\r\n",
+            b"12345678901234567\r\n",
+            b"5 \n",
+            b"0\r\nbad\ntrailer",
+            b"\r\n",
+        ] {
+            assert_eq!(
+                decode(bad, &[]),
+                Err(Malformed),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mut long_ext = b"1;".to_vec();
+        long_ext.resize(MAX_CHUNK_EXT + 10, b'a');
+        assert_eq!(decode(&long_ext, &[]), Err(Malformed));
+    }
+
+    proptest! {
+        #[test]
+        fn chunked_round_trips_whatever_the_read_boundaries(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..300), 0..8),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+            upper in any::<bool>(),
+        ) {
+            let mut wire = Vec::new();
+            for c in &chunks {
+                if upper {
+                    wire.extend_from_slice(format!("{:X}\r\n", c.len()).as_bytes());
+                } else {
+                    chunk_size_line(&mut wire, c.len());
+                }
+                wire.extend_from_slice(c);
+                wire.extend_from_slice(b"\r\n");
+            }
+            wire.extend_from_slice(b"0\r\n\r\n");
+            let (data, end) = decode(&wire, &cuts).unwrap();
+            prop_assert_eq!(data, chunks.concat());
+            prop_assert_eq!(end, Some(wire.len()));
+        }
+    }
+
+    #[test]
+    fn buffer_compacts_then_grows_up_to_the_limit() {
+        let mut b = Buf::default();
+        let n = b.spare(MAX_HEAD).unwrap().len();
+        assert_eq!(n, BUF_SIZE);
+        b.spare(MAX_HEAD).unwrap().fill(7);
+        b.filled_by(n);
+        b.consume(10);
+        // Full: the unread bytes move to the front.
+        assert_eq!(b.spare(MAX_HEAD).unwrap().len(), 10);
+        b.filled_by(10);
+        assert_eq!(b.filled().len(), BUF_SIZE);
+        // Full with nothing consumed: it grows, until the limit.
+        assert_eq!(b.spare(MAX_HEAD).unwrap().len(), BUF_SIZE);
+        assert!(b.spare(BUF_SIZE * 2).is_some());
+        b.filled_by(BUF_SIZE);
+        assert!(b.spare(BUF_SIZE * 2).is_none());
+        assert_eq!(b.take().len(), BUF_SIZE * 2);
+        assert!(b.is_empty());
+    }
+}
