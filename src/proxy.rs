@@ -378,7 +378,9 @@ fn new_request_id() -> HeaderValue {
     });
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::from_bytes(&hex32(*PREFIX, n)).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // One allocation, shared by the upstream request and the response (no copy on clone).
+    HeaderValue::from_maybe_shared(Bytes::from_owner(hex32(*PREFIX, n)))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// `hi` then `lo` as 32 lower-case hex digits, written directly (no formatting machinery).

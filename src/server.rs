@@ -157,7 +157,9 @@ fn builder(limits: &Limits) -> Builder<TokioExecutor> {
     let mut b = Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // Enforced by the connection's own watcher instead (one timer per connection, not
+        // one per request): see `serve_connection`.
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes)
         .max_headers(limits.max_headers)
         .keep_alive(true);
@@ -212,6 +214,7 @@ async fn accept_loop<F, S, B>(
         let _ = stream.set_nodelay(true);
         let conn = ConnInfo::new(peer, opts.tls.is_some());
         let framing = Framing::new();
+        let clock = framing.clone();
         let watcher = Watcher::new(
             framing.clone(),
             opts.limits.max_header_bytes,
@@ -222,7 +225,7 @@ async fn accept_loop<F, S, B>(
         let builder = builder.clone();
         let app = app.clone();
         let tls = opts.tls.clone();
-        let idle = opts.limits.idle_timeout;
+        let timeouts = (opts.limits.idle_timeout, opts.limits.header_read_timeout);
         tokio::spawn(async move {
             let _permit = permit;
             app.metrics.connection_opened();
@@ -231,8 +234,8 @@ async fn accept_loop<F, S, B>(
                 tls,
                 builder,
                 graceful_watcher,
-                (service, watcher),
-                idle,
+                (service, watcher, clock),
+                timeouts,
             );
             serve.await;
             app.metrics.connection_closed();
@@ -261,8 +264,8 @@ async fn serve_connection<S, B>(
     tls: Option<(TlsAcceptor, Duration)>,
     builder: Arc<Builder<TokioExecutor>>,
     graceful: hyper_util::server::graceful::Watcher,
-    (service, framing): (S, Watcher),
-    idle: Duration,
+    (service, framing, clock): (S, Watcher, Arc<Framing>),
+    (idle, header): (Duration, Duration),
 ) where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Send
@@ -281,7 +284,9 @@ async fn serve_connection<S, B>(
             let conn = graceful.watch(conn.into_owned());
             tokio::select! {
                 r = conn => if let Err(e) = r { tracing::debug!(error = %e, "connection error") },
-                _ = activity.idle(idle) => tracing::debug!("idle timeout"),
+                e = activity.watch(idle, header, || clock.open_head()) => {
+                    tracing::debug!(timeout = ?e, "connection timed out");
+                }
             }
         }
         Some((acceptor, timeout)) => {
@@ -301,7 +306,9 @@ async fn serve_connection<S, B>(
             let conn = graceful.watch(conn.into_owned());
             tokio::select! {
                 r = conn => if let Err(e) = r { tracing::debug!(error = %e, "connection error") },
-                _ = activity.idle(idle) => tracing::debug!("idle timeout"),
+                e = activity.watch(idle, header, || clock.open_head()) => {
+                    tracing::debug!(timeout = ?e, "connection timed out");
+                }
             }
         }
     }

@@ -39,6 +39,9 @@ use crate::error::UpstreamError;
 use crate::tls::{self, TlsError};
 use codec::{BodyFraming, Buf, Chunked, Malformed, RequestFraming};
 
+/// Write-buffer room an idle connection may keep.
+const OUT_KEEP: usize = 64 * 1024;
+
 /// A pooled client bound to one upstream. Cheap to clone.
 #[derive(Clone)]
 pub struct UpstreamClient {
@@ -70,10 +73,12 @@ enum Stream {
     Tls(Box<TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>>),
 }
 
-/// One upstream connection and its read buffer.
+/// One upstream connection and its buffers (kept from one exchange to the next).
 struct Conn {
     io: Stream,
     buf: Buf,
+    /// Request bytes to write: the head, then body framing and data.
+    out: Vec<u8>,
 }
 
 /// A protocol upgrade the upstream accepted: the connection is the tunnel's now, with any
@@ -194,6 +199,7 @@ impl Pool {
         Ok(Conn {
             io,
             buf: Buf::default(),
+            out: Vec::with_capacity(1024),
         })
     }
 
@@ -204,29 +210,30 @@ impl Pool {
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let (parts, body) = req.into_parts();
         let framing = request_framing(&parts.method, &parts.headers, &body);
-        let mut head = Vec::with_capacity(256 + 64 * parts.headers.len());
-        codec::encode_head(
-            &mut head,
-            &parts.method,
-            &parts.uri,
-            &parts.headers,
-            framing,
-        );
         // Only a request with nothing to stream can be sent twice.
         let replayable = matches!(framing, RequestFraming::None | RequestFraming::Length(0));
         let upgrade = parts.headers.contains_key(header::UPGRADE);
+        let encode = |mut conn: Conn| {
+            conn.out.clear();
+            codec::encode_head(
+                &mut conn.out,
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                framing,
+            );
+            conn
+        };
 
         let (conn, pooled) = match self.checkout() {
             Some(c) => (c, true),
             None => (self.connect().await?, false),
         };
-        let retry_head = (pooled && replayable).then(|| head.clone());
-        let mut x = Exchange::new(conn, head, Some(body), framing);
+        let mut x = Exchange::new(encode(conn), Some(body), framing);
         let resp = match std::future::poll_fn(|cx| x.poll_head(cx)).await {
             Ok(h) => h,
-            Err(Failed::Unanswered) if retry_head.is_some() => {
-                let head = retry_head.unwrap_or_default();
-                x = Exchange::new(self.connect().await?, head, x.body.take(), framing);
+            Err(Failed::Unanswered) if pooled && replayable => {
+                x = Exchange::new(encode(self.connect().await?), x.body.take(), framing);
                 std::future::poll_fn(|cx| x.poll_head(cx))
                     .await
                     .map_err(|_| UpstreamError::Protocol)?
@@ -270,9 +277,13 @@ impl Pool {
         Ok(out)
     }
 
-    fn put_back(self: Arc<Self>, conn: Conn) {
+    fn put_back(self: Arc<Self>, mut conn: Conn) {
         if self.max_idle == 0 {
             return;
+        }
+        if conn.out.capacity() > OUT_KEEP {
+            // A large request body frame went through: do not keep its room idle.
+            conn.out = Vec::with_capacity(1024);
         }
         let start_reaper = {
             let mut idle = self.lock();
@@ -380,8 +391,7 @@ enum Failed {
 /// One exchange on one connection: the request going out, the response coming in.
 struct Exchange {
     conn: Conn,
-    /// Request bytes not yet written (the head, then body framing and data).
-    out: Vec<u8>,
+    /// Bytes of `conn.out` written.
     written: usize,
     /// The client's request body, until it has all been queued.
     body: Option<Incoming>,
@@ -394,11 +404,11 @@ struct Exchange {
 }
 
 impl Exchange {
-    fn new(conn: Conn, head: Vec<u8>, body: Option<Incoming>, framing: RequestFraming) -> Self {
+    /// `conn.out` holds the request head.
+    fn new(conn: Conn, body: Option<Incoming>, framing: RequestFraming) -> Self {
         let body = body.filter(|b| !b.is_end_stream());
         Self {
             conn,
-            out: head,
             written: 0,
             body,
             framing,
@@ -411,7 +421,7 @@ impl Exchange {
     /// Sends what it can without waiting: queued bytes, then the next body frames.
     fn poll_upload(&mut self, cx: &mut Context<'_>) {
         while !self.sent && !self.upload_failed {
-            if let Some(pending) = self.out.get(self.written..)
+            if let Some(pending) = self.conn.out.get(self.written..)
                 && !pending.is_empty()
             {
                 match Pin::new(&mut self.conn.io).poll_write(cx, pending) {
@@ -421,7 +431,7 @@ impl Exchange {
                 }
                 continue;
             }
-            self.out.clear();
+            self.conn.out.clear();
             self.written = 0;
             let Some(body) = self.body.as_mut() else {
                 match Pin::new(&mut self.conn.io).poll_flush(cx) {
@@ -438,11 +448,11 @@ impl Exchange {
                         && !data.is_empty()
                     {
                         if self.framing == RequestFraming::Chunked {
-                            codec::chunk_size_line(&mut self.out, data.len());
-                            self.out.extend_from_slice(&data);
-                            self.out.extend_from_slice(b"\r\n");
+                            codec::chunk_size_line(&mut self.conn.out, data.len());
+                            self.conn.out.extend_from_slice(&data);
+                            self.conn.out.extend_from_slice(b"\r\n");
                         } else {
-                            self.out.extend_from_slice(&data);
+                            self.conn.out.extend_from_slice(&data);
                         }
                     }
                 }
@@ -450,7 +460,7 @@ impl Exchange {
                 Poll::Ready(None) => {
                     self.body = None;
                     if self.framing == RequestFraming::Chunked {
-                        self.out.extend_from_slice(b"0\r\n\r\n");
+                        self.conn.out.extend_from_slice(b"0\r\n\r\n");
                     }
                 }
                 Poll::Pending => return,
@@ -461,7 +471,7 @@ impl Exchange {
     fn fail_upload(&mut self) {
         self.upload_failed = true;
         self.body = None;
-        self.out.clear();
+        self.conn.out.clear();
         self.written = 0;
     }
 

@@ -32,11 +32,29 @@ pub struct Framing {
     conflict: AtomicU64,
     /// Requests handed to the service so far.
     served: AtomicU64,
+    /// 1-based ordinal of the head being read (bytes of it have come, or, for the first,
+    /// the connection is open), 0 between heads or once the watcher is off: what the
+    /// header-read timeout watches.
+    open: AtomicU64,
 }
 
 impl Framing {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        Arc::new(Self {
+            open: AtomicU64::new(1),
+            ..Self::default()
+        })
+    }
+
+    /// The ordinal of the request head being read, if one is (see [`Framing::open`]).
+    pub fn open_head(&self) -> Option<u64> {
+        Some(self.open.load(Ordering::Relaxed)).filter(|&n| n > 0)
+    }
+
+    fn set_open(&self, n: u64) {
+        if self.open.load(Ordering::Relaxed) != n {
+            self.open.store(n, Ordering::Relaxed);
+        }
     }
 
     /// Called once per request, in order, by the service of an HTTP/1 connection: whether
@@ -131,6 +149,7 @@ impl Watcher {
     fn off(&mut self) {
         self.state = State::Off;
         self.partial = Vec::new();
+        self.shared.set_open(0);
     }
 
     /// Follows `data`, the next bytes of the connection.
@@ -169,7 +188,10 @@ impl Watcher {
                         None => State::Off,
                     };
                 }
-                State::Head => data = self.head(data),
+                State::Head => {
+                    self.shared.set_open(self.heads + 1);
+                    data = self.head(data);
+                }
             }
         }
     }
@@ -216,6 +238,7 @@ impl Watcher {
             }
             Head::Next(len, next) => {
                 self.heads += 1;
+                self.shared.set_open(0);
                 self.partial.clear();
                 self.state = next;
                 // The head ends `len - kept` bytes into `data` (a kept partial head was
@@ -551,5 +574,28 @@ mod tests {
                 prop_assert_eq!(w.heads, reqs.len() as u64);
             }
         }
+    }
+
+    #[test]
+    fn the_head_being_read_is_tracked_for_the_header_timeout() {
+        let shared = Framing::new();
+        // A new connection waits for its first head.
+        assert_eq!(shared.open_head(), Some(1));
+        let mut w = Watcher::new(shared.clone(), 8192, 100);
+        w.feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(shared.open_head(), None, "between requests");
+        w.feed(b"GET /b HTTP/1.1\r\nHo");
+        assert_eq!(shared.open_head(), Some(2));
+        w.feed(b"st: h\r\ncontent-length: 3\r\n\r\nab");
+        assert_eq!(shared.open_head(), None, "inside a body");
+        // The body's last byte and the next head, all at once.
+        w.feed(b"cGET /c HTTP/1.1\r\n");
+        assert_eq!(shared.open_head(), Some(3));
+        w.feed(b"\x01garbage\r\n\r\n");
+        assert_eq!(
+            shared.open_head(),
+            None,
+            "not followed any more: hyper answers 400"
+        );
     }
 }

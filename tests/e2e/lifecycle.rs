@@ -156,3 +156,33 @@ async fn idle_connections_are_closed() {
         .unwrap_or(0);
     assert_eq!(n, 0);
 }
+
+#[tokio::test]
+async fn the_header_timeout_covers_a_silent_new_connection_but_not_an_idle_keep_alive_one() {
+    let echo = Echo::start().await;
+    let main = config(
+        &echo.url(),
+        &format!("[limits]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"60s\"\n{ROUTES}"),
+    );
+    let gate = Gate::start(&main).await;
+    async fn request(s: &mut TcpStream) -> String {
+        s.write_all(b"GET /public/x HTTP/1.1\r\nHost: h\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+    // Connected, nothing sent: that is a head not coming.
+    let mut silent = TcpStream::connect(gate.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut out)).await;
+    assert!(r.is_ok(), "silent connection still open after 10 s");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // Between requests a keep-alive connection is idle, not slow: the idle timeout governs.
+    let mut kept = TcpStream::connect(gate.addr).await.unwrap();
+    assert!(request(&mut kept).await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(request(&mut kept).await.starts_with("HTTP/1.1 200"));
+}
