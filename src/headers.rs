@@ -290,31 +290,49 @@ impl IdentityHeaders {
     }
 }
 
-/// A header value from identity data: refused when it holds control characters (CR, LF,
-/// NUL, tab, DEL…), so no claim can add or split headers.
-fn identity_value(v: &str) -> Option<HeaderValue> {
-    if v.bytes().any(|b| b < 0x20 || b == 0x7f) {
+/// Appends `parts`, joined by `, `, to `buf` and returns where the value is, unless it
+/// holds a control character (CR, LF, NUL, tab, DEL…: no claim can add or split headers).
+fn put_value<S: AsRef<str>>(
+    buf: &mut bytes::BytesMut,
+    parts: impl Iterator<Item = S>,
+) -> Option<std::ops::Range<usize>> {
+    let start = buf.len();
+    for (i, part) in parts.enumerate() {
+        if i > 0 {
+            buf.extend_from_slice(b", ");
+        }
+        buf.extend_from_slice(part.as_ref().as_bytes());
+    }
+    if buf
+        .get(start..)
+        .unwrap_or_default()
+        .iter()
+        .any(|&b| b < 0x20 || b == 0x7f)
+    {
+        buf.truncate(start);
         return None;
     }
-    HeaderValue::from_str(v).ok()
+    Some(start..buf.len())
 }
 
-/// An RFC 8941 sf-string (`"..."` with `\` and `\"` escaped), or `None` for characters an
-/// sf-string cannot hold (anything outside 0x20–0x7E).
-fn sf_string(v: &str) -> Option<String> {
-    if !v.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
-        return None;
-    }
-    let mut out = String::with_capacity(v.len() + 2);
-    out.push('"');
-    for c in v.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
+/// The length of `v` as an RFC 8941 sf-string (`"..."` with `\` and `\"` escaped), or
+/// `None` for characters an sf-string cannot hold (anything outside 0x20–0x7E).
+fn sf_string_len(v: &str) -> Option<usize> {
+    v.bytes()
+        .all(|b| (0x20..=0x7e).contains(&b))
+        .then(|| v.len() + 2 + v.bytes().filter(|&b| b == b'"' || b == b'\\').count())
+}
+
+/// Appends `v` as an sf-string (see [`sf_string_len`]; `v` is printable ASCII).
+fn push_sf_string(buf: &mut bytes::BytesMut, v: &str) {
+    buf.extend_from_slice(b"\"");
+    for b in v.bytes() {
+        if b == b'"' || b == b'\\' {
+            buf.extend_from_slice(b"\\");
         }
-        out.push(c);
+        buf.extend_from_slice(&[b]);
     }
-    out.push('"');
-    Some(out)
+    buf.extend_from_slice(b"\"");
 }
 
 /// What [`inject_identity`] had to leave out.
@@ -337,8 +355,6 @@ pub fn inject_identity(
         return out;
     };
     let p = &grant.principal;
-    let roles = p.roles.join(", ");
-    let perms = grant.permissions.granted.join(", ");
     let mut used = 0usize;
     for (name, value) in [
         (&names.account_kind, p.kind.as_str()),
@@ -347,42 +363,66 @@ pub fn inject_identity(
         used += name.as_str().len() + value.len();
         headers.insert(name.clone(), HeaderValue::from_static(value));
     }
-    let fixed: [(&HeaderName, Option<&str>); 8] = [
-        (&names.provider, Some(&p.provider)),
-        (&names.subject, Some(&p.subject)),
-        (&names.account, Some(&p.account)),
-        (&names.email, p.email.as_deref()),
-        (&names.name, p.name.as_deref()),
-        (&names.roles, Some(&roles)),
-        (&names.permissions, Some(&perms)),
-        (&names.mapping, Some(&p.mapping)),
+    // Every other value is written into one buffer and inserted as a slice of it: one
+    // allocation for all of them instead of one (or two) per header.
+    let mut buf = bytes::BytesMut::with_capacity(256);
+    let order: [&HeaderName; 9] = [
+        &names.provider,
+        &names.subject,
+        &names.account,
+        &names.email,
+        &names.name,
+        &names.roles,
+        &names.permissions,
+        &names.mapping,
+        &names.groups,
     ];
-    for (name, value) in fixed {
-        if let Some(v) = value.and_then(identity_value) {
-            used += name.as_str().len() + v.len();
-            headers.insert(name.clone(), v);
-        }
-    }
+    let mut at: [Option<std::ops::Range<usize>>; 9] = [const { None }; 9];
+    at[0] = put_value(&mut buf, std::iter::once(p.provider.as_str()));
+    at[1] = put_value(&mut buf, std::iter::once(p.subject.as_str()));
+    at[2] = put_value(&mut buf, std::iter::once(p.account.as_str()));
+    at[3] = p
+        .email
+        .as_deref()
+        .and_then(|e| put_value(&mut buf, std::iter::once(e)));
+    at[4] = p
+        .name
+        .as_deref()
+        .and_then(|n| put_value(&mut buf, std::iter::once(n)));
+    at[5] = put_value(&mut buf, p.roles.iter());
+    at[6] = put_value(&mut buf, grant.permissions.granted.iter());
+    at[7] = put_value(&mut buf, std::iter::once(p.mapping.as_str()));
+    used += order
+        .iter()
+        .zip(&at)
+        .filter_map(|(n, r)| r.as_ref().map(|r| n.as_str().len() + r.len()))
+        .sum::<usize>();
     // Groups last: they are what gets truncated when the total would exceed the cap.
     let budget = names
         .max_bytes
         .saturating_sub(used + names.groups.as_str().len());
-    let mut list = String::new();
-    for g in p.groups.iter().filter_map(|g| sf_string(g)) {
-        let extra = g.len() + if list.is_empty() { 0 } else { 2 };
-        if list.len() + extra > budget {
+    let start = buf.len();
+    for (g, len) in p.groups.iter().filter_map(|g| Some((g, sf_string_len(g)?))) {
+        let sep = if buf.len() > start { 2 } else { 0 };
+        if buf.len() - start + sep + len > budget {
             out.groups_truncated = true;
             break;
         }
-        if !list.is_empty() {
-            list.push_str(", ");
+        if sep > 0 {
+            buf.extend_from_slice(b", ");
         }
-        list.push_str(&g);
+        push_sf_string(&mut buf, g);
     }
-    if !list.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&list)
-    {
-        headers.insert(names.groups.clone(), v);
+    if buf.len() > start {
+        at[8] = Some(start..buf.len());
+    }
+    let all = buf.freeze();
+    for (name, range) in order.into_iter().zip(at) {
+        if let Some(r) = range
+            && let Ok(v) = HeaderValue::from_maybe_shared(all.slice(r))
+        {
+            headers.insert(name.clone(), v);
+        }
     }
     out
 }
@@ -422,16 +462,34 @@ mod tests {
 
     #[test]
     fn sf_strings_escape_quotes_and_backslashes() {
-        assert_eq!(sf_string("CN=Eng,OU=x").as_deref(), Some("\"CN=Eng,OU=x\""));
-        assert_eq!(sf_string("a\"b\\c").as_deref(), Some("\"a\\\"b\\\\c\""));
-        assert_eq!(sf_string("caf\u{e9}"), None);
-        assert_eq!(sf_string("a\tb"), None);
+        let sf = |v: &str| {
+            let len = sf_string_len(v)?;
+            let mut buf = bytes::BytesMut::new();
+            push_sf_string(&mut buf, v);
+            assert_eq!(buf.len(), len, "{v:?}");
+            Some(String::from_utf8(buf.to_vec()).unwrap())
+        };
+        assert_eq!(sf("CN=Eng,OU=x").as_deref(), Some("\"CN=Eng,OU=x\""));
+        assert_eq!(sf("a\"b\\c").as_deref(), Some("\"a\\\"b\\\\c\""));
+        assert_eq!(sf("caf\u{e9}"), None);
+        assert_eq!(sf("a\tb"), None);
     }
 
     #[test]
     fn identity_values_refuse_control_characters() {
-        assert!(identity_value("Sally Jones").is_some());
-        assert!(identity_value("Jos\u{e9}").is_some());
+        let value = |parts: &[&str]| {
+            let mut buf = bytes::BytesMut::from(&b"before"[..]);
+            let r = put_value(&mut buf, parts.iter());
+            r.map(|r| String::from_utf8(buf[r].to_vec()).unwrap())
+                .or_else(|| {
+                    assert_eq!(&buf[..], b"before", "a refused value leaves nothing behind");
+                    None
+                })
+        };
+        assert_eq!(value(&["Sally Jones"]).as_deref(), Some("Sally Jones"));
+        assert_eq!(value(&["Jos\u{e9}"]).as_deref(), Some("Jos\u{e9}"));
+        assert_eq!(value(&["a", "b"]).as_deref(), Some("a, b"));
+        assert_eq!(value(&[]).as_deref(), Some(""));
         for bad in [
             "a\r\nX-Auth-Account: admin",
             "a\nb",
@@ -439,7 +497,7 @@ mod tests {
             "a\tb",
             "a\u{7f}",
         ] {
-            assert!(identity_value(bad).is_none(), "{bad:?}");
+            assert_eq!(value(&["ok", bad]), None, "{bad:?}");
         }
     }
 
