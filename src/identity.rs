@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::auth::verify::claim;
+use crate::auth::verify::{claim, lookup};
 use crate::config::{Account, AccountKind, Config, IdentityMapping, Provider};
 
 /// Why no identity could be resolved (403).
@@ -200,8 +200,8 @@ impl AccountTable {
             return Err(IdentityError::UnknownAccount);
         };
         // `email_verified: false` (or "false") stops it; absent is accepted.
-        let unverified = matches!(claims.get("email_verified"), Some(Value::Bool(false)))
-            || claims.get("email_verified").and_then(Value::as_str) == Some("false");
+        let unverified = matches!(lookup(claims, "email_verified"), Some(Value::Bool(false)))
+            || lookup(claims, "email_verified").and_then(Value::as_str) == Some("false");
         if unverified || email.bytes().any(|b| b <= 0x20 || b == 0x7f) {
             return Err(IdentityError::UnknownAccount);
         }
@@ -366,7 +366,7 @@ impl AccountTable {
         } else {
             match email {
                 None => "auto-provisioning: no email claim".to_string(),
-                Some(_) if matches!(claims.get("email_verified"), Some(Value::Bool(false))) => {
+                Some(_) if matches!(lookup(claims, "email_verified"), Some(Value::Bool(false))) => {
                     "auto-provisioning: email_verified is false".to_string()
                 }
                 Some(e) if !domain_allowed(e, &provider.allowed_domains) => {

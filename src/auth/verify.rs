@@ -211,10 +211,21 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, 
     }
 }
 
+/// `claims[name]`. The claims a cached token keeps are a handful, so a scan that compares
+/// names is cheaper than hashing the name (SipHash) for the map's index; larger maps (a
+/// whole token being verified) use the index.
+pub fn lookup<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    if claims.len() <= 16 {
+        claims.iter().find_map(|(k, v)| (k == name).then_some(v))
+    } else {
+        claims.get(name)
+    }
+}
+
 /// Reads a claim by dotted path (`realm_access.roles`). A top-level claim whose name is the
 /// whole path wins, so namespaced claims such as `https://example.com/roles` (Auth0) work.
 pub fn claim<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
-    if let Some(v) = claims.get(path) {
+    if let Some(v) = lookup(claims, path) {
         return Some(v);
     }
     // Only a dotted path has a nested reading; for a plain name that would be the same
@@ -223,9 +234,9 @@ pub fn claim<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value
         return None;
     }
     let mut parts = path.split('.');
-    let mut cur = claims.get(parts.next()?)?;
+    let mut cur = lookup(claims, parts.next()?)?;
     for p in parts {
-        cur = cur.as_object()?.get(p)?;
+        cur = lookup(cur.as_object()?, p)?;
     }
     Some(cur)
 }
@@ -449,6 +460,21 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookup_agrees_with_the_map_index_small_or_large() {
+        for size in [0usize, 1, 5, 16, 17, 40] {
+            let mut m = Map::new();
+            for i in 0..size {
+                m.insert(format!("c{i}"), Value::from(i));
+            }
+            for i in 0..size + 3 {
+                let k = format!("c{i}");
+                assert_eq!(lookup(&m, &k), m.get(&k), "{size} {k}");
+            }
+            assert_eq!(lookup(&m, ""), None);
+        }
+    }
 
     #[test]
     fn claim_paths() {

@@ -52,7 +52,7 @@ fn any_covers(grants: &[String], wanted: &str) -> bool {
 pub fn token_scopes(claims: &Map<String, Value>) -> Vec<&str> {
     let mut out = Vec::new();
     for name in ["scope", "scp"] {
-        match claims.get(name) {
+        match crate::auth::verify::lookup(claims, name) {
             Some(Value::String(s)) => out.extend(s.split(' ').filter(|v| !v.is_empty())),
             Some(Value::Array(a)) => out.extend(a.iter().filter_map(Value::as_str)),
             _ => {}
