@@ -229,6 +229,10 @@ impl Pool {
             Some(c) => (c, true),
             None => (self.connect().await?, false),
         };
+        // Let the other ready requests of this scheduler tick run first, so that upstream
+        // writes go out together, as they did through hyper's connection tasks: on one
+        // host, each write that finds the upstream asleep costs a cross-CPU wake-up.
+        tokio::task::yield_now().await;
         let mut x = Exchange::new(encode(conn), Some(body), framing);
         let resp = match std::future::poll_fn(|cx| x.poll_head(cx)).await {
             Ok(h) => h,

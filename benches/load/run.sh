@@ -42,7 +42,11 @@ if [ "$(nproc)" -lt 2 ]; then
 fi
 
 echo "== building (release)"
-cargo build --release --locked --bin tollgate --example mint 2>&1 | tail -1
+# Two invocations on purpose: built together, the binary would get the dev-dependencies'
+# features too (an example may use them; tokio's `test-util` among them), and the load
+# test would measure a binary nobody deploys.
+cargo build --release --locked --example mint 2>&1 | tail -1
+cargo build --release --locked --bin tollgate 2>&1 | tail -1
 TOLLGATE=$ROOT/target/release/tollgate
 
 # Fixtures: an RS256 key, its JWKS and PEM, and TOKENS distinct tokens (kept between runs).
