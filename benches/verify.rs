@@ -267,8 +267,15 @@ fn run(f: &Fixture, path: &str, token: Option<&str>) -> bool {
     let snap = f.app.snapshot();
     let id = HeaderValue::from_static("0123456789abcdef0123456789abcdef");
     let mut trace = Trace::default();
+    let mut added = tollgate::headers::Added::default();
     f.rt.block_on(proxy::prepare(
-        &f.app, &snap, &conn, &mut parts, None, &id, &mut trace,
+        &f.app,
+        &snap,
+        &conn,
+        (&mut parts, &mut added),
+        None,
+        &id,
+        &mut trace,
     ))
     .is_ok()
 }

@@ -335,6 +335,33 @@ fn push_sf_string(buf: &mut bytes::BytesMut, v: &str) {
     buf.extend_from_slice(b"\"");
 }
 
+/// Where identity headers go: a header map (`insert`), or [`Added`].
+pub trait HeaderSink {
+    fn put(&mut self, name: &HeaderName, value: HeaderValue);
+}
+
+impl HeaderSink for HeaderMap {
+    fn put(&mut self, name: &HeaderName, value: HeaderValue) {
+        self.insert(name.clone(), value);
+    }
+}
+
+/// Headers the upstream request carries after its own, written by the upstream encoder
+/// instead of inserted into the request's map (no hashing, no map growth). Only for names
+/// the map cannot hold: identity headers, every spelling of which [`strip_identity`] has
+/// removed, so appending is inserting.
+#[derive(Debug, Default)]
+pub struct Added(pub Vec<(HeaderName, HeaderValue)>);
+
+impl HeaderSink for Added {
+    fn put(&mut self, name: &HeaderName, value: HeaderValue) {
+        if self.0.is_empty() {
+            self.0.reserve_exact(12);
+        }
+        self.0.push((name.clone(), value));
+    }
+}
+
 /// What [`inject_identity`] had to leave out.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Injected {
@@ -346,7 +373,7 @@ pub struct Injected {
 /// the [`crate::authz::Permit`]: only an authorization decision can produce identity.
 /// Call after [`strip_hop_by_hop`] and [`strip_identity`].
 pub fn inject_identity(
-    headers: &mut HeaderMap,
+    headers: &mut impl HeaderSink,
     permit: &crate::authz::Permit,
     names: &IdentityHeaders,
 ) -> Injected {
@@ -361,7 +388,7 @@ pub fn inject_identity(
         (&names.permission_source, grant.permissions.source.as_str()),
     ] {
         used += name.as_str().len() + value.len();
-        headers.insert(name.clone(), HeaderValue::from_static(value));
+        headers.put(name, HeaderValue::from_static(value));
     }
     // Every other value is written into one buffer and inserted as a slice of it: one
     // allocation for all of them instead of one (or two) per header.
@@ -421,7 +448,7 @@ pub fn inject_identity(
         if let Some(r) = range
             && let Ok(v) = HeaderValue::from_maybe_shared(all.slice(r))
         {
-            headers.insert(name.clone(), v);
+            headers.put(name, v);
         }
     }
     out

@@ -135,12 +135,13 @@ async fn authorize_and_forward(
     let upgrade = headers::upgrade_request(req.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    let mut added = headers::Added::default();
 
     let permit = prepare(
         app,
         snap,
         conn,
-        &mut parts,
+        (&mut parts, &mut added),
         upgrade.as_ref(),
         request_id,
         trace,
@@ -148,7 +149,10 @@ async fn authorize_and_forward(
     .await?;
 
     // 10. Forward.
-    let mut resp = snap.upstream.send(Request::from_parts(parts, body)).await?;
+    let mut resp = snap
+        .upstream
+        .send(Request::from_parts(parts, body), &added.0)
+        .await?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
             return Err(UpstreamError::Protocol.into());
@@ -171,13 +175,14 @@ async fn authorize_and_forward(
 }
 
 /// Steps 1–9 without the network: canonical path, header hygiene, route, token, identity,
-/// permissions, decision, and the upstream request head rewritten in place. Public for the
+/// permissions, decision, and the upstream request head rewritten in place, with the
+/// identity headers in `added` (they follow the map's on the wire). Public for the
 /// in-memory pipeline benchmark.
 pub async fn prepare(
     app: &App,
     snap: &Snapshot,
     conn: &ConnInfo,
-    parts: &mut http::request::Parts,
+    (parts, added): (&mut http::request::Parts, &mut headers::Added),
     upgrade: Option<&HeaderValue>,
     request_id: &HeaderValue,
     trace: &mut Trace,
@@ -243,8 +248,9 @@ pub async fn prepare(
         decided?
     };
 
-    // 9. Forward. Room for the headers added below: the map grows at most once.
-    let _ = parts.headers.try_reserve(16);
+    // 9. Forward. Room for the headers set below (identity headers go to `added`, written
+    // after the map's by the upstream encoder): the map grows at most once.
+    let _ = parts.headers.try_reserve(6);
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
             .uri
@@ -277,16 +283,14 @@ pub async fn prepare(
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), request_id.clone());
-    let injected = headers::inject_identity(&mut parts.headers, &permit, &snap.identity_headers);
+    let injected = headers::inject_identity(added, &permit, &snap.identity_headers);
     if injected.groups_truncated {
         app.metrics.identity_groups_truncated();
     }
     if let Some(a) = &cfg.assertion
         && let Some(v) = crate::assertion::for_permit(&permit, a, std::time::SystemTime::now())
     {
-        parts
-            .headers
-            .insert(snap.identity_headers.assertion.clone(), v);
+        headers::HeaderSink::put(added, &snap.identity_headers.assertion, v);
     }
     if let Some(u) = upgrade {
         parts

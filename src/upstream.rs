@@ -152,8 +152,9 @@ impl UpstreamClient {
     pub async fn send(
         &self,
         req: Request<Incoming>,
+        added: &[(http::HeaderName, HeaderValue)],
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        match tokio::time::timeout(self.pool.timeout, self.pool.exchange(req)).await {
+        match tokio::time::timeout(self.pool.timeout, self.pool.exchange(req, added)).await {
             Err(_) => Err(UpstreamError::Timeout),
             Ok(r) => r,
         }
@@ -207,6 +208,7 @@ impl Pool {
     async fn exchange(
         self: &Arc<Self>,
         req: Request<Incoming>,
+        added: &[(http::HeaderName, HeaderValue)],
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let (parts, body) = req.into_parts();
         let framing = request_framing(&parts.method, &parts.headers, &body);
@@ -219,7 +221,7 @@ impl Pool {
                 &mut conn.out,
                 &parts.method,
                 &parts.uri,
-                &parts.headers,
+                (&parts.headers, added),
                 framing,
             );
             conn

@@ -33,7 +33,8 @@ pub enum RequestFraming {
     Chunked,
 }
 
-/// Writes the request line and header section. The framing header is ours: any
+/// Writes the request line and header section: `headers`, then `added`. The framing header
+/// is ours: any
 /// `Content-Length`/`Transfer-Encoding` in `headers` is left out. Header values cannot hold
 /// CR or LF (`HeaderValue` refuses them), nor can a `Uri` hold a space, so nothing here can
 /// split the head.
@@ -41,7 +42,7 @@ pub fn encode_head(
     out: &mut Vec<u8>,
     method: &Method,
     uri: &Uri,
-    headers: &HeaderMap,
+    (headers, added): (&HeaderMap, &[(HeaderName, HeaderValue)]),
     framing: RequestFraming,
 ) {
     out.extend_from_slice(method.as_str().as_bytes());
@@ -49,7 +50,8 @@ pub fn encode_head(
     let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
+    let added = added.iter().map(|(n, v)| (n, v));
+    for (name, value) in headers.iter().chain(added) {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
@@ -406,16 +408,38 @@ mod tests {
             ("x-a", "2"),
         ]);
         let uri: Uri = "/p?q=1".parse().unwrap();
-        encode_head(&mut out, &Method::POST, &uri, &h, RequestFraming::Length(5));
+        let added = [(
+            HeaderName::from_static("x-auth-subject"),
+            HeaderValue::from_static("alice"),
+        )];
+        encode_head(
+            &mut out,
+            &Method::POST,
+            &uri,
+            (&h, &added),
+            RequestFraming::Length(5),
+        );
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
-            "POST /p?q=1 HTTP/1.1\r\nhost: api\r\nx-a: 1\r\nx-a: 2\r\ncontent-length: 5\r\n\r\n"
+            "POST /p?q=1 HTTP/1.1\r\nhost: api\r\nx-a: 1\r\nx-a: 2\r\nx-auth-subject: alice\r\ncontent-length: 5\r\n\r\n"
         );
         out.clear();
-        encode_head(&mut out, &Method::GET, &uri, &h, RequestFraming::None);
+        encode_head(
+            &mut out,
+            &Method::GET,
+            &uri,
+            (&h, &[]),
+            RequestFraming::None,
+        );
         assert!(out.ends_with(b"x-a: 2\r\n\r\n"));
         out.clear();
-        encode_head(&mut out, &Method::PUT, &uri, &h, RequestFraming::Chunked);
+        encode_head(
+            &mut out,
+            &Method::PUT,
+            &uri,
+            (&h, &[]),
+            RequestFraming::Chunked,
+        );
         assert!(out.ends_with(b"transfer-encoding: chunked\r\n\r\n"));
     }
 
