@@ -1,9 +1,10 @@
 //! Step 2 and the header part of step 9: pure functions over `HeaderMap` (design §5.1–5.2).
 //!
 //! Order matters: hop-by-hop headers (and those named in `Connection`) go first, then every
-//! variant of an identity header, and only then are our own headers inserted (never
-//! appended), so that neither `Connection: x-auth-account` nor `X_Auth_Account` can remove or
-//! spoof what the upstream trusts.
+//! variant of an identity header, and only then are our own headers set (inserted into the
+//! map, never appended; identity headers may instead go in [`Added`], which only holds
+//! names the map no longer has), so that neither `Connection: x-auth-account` nor
+//! `X_Auth_Account` can remove or spoof what the upstream trusts.
 
 use std::net::IpAddr;
 
@@ -369,7 +370,8 @@ pub struct Injected {
     pub groups_truncated: bool,
 }
 
-/// Sets the identity headers of an authorized request (`insert`, never `append`). Takes
+/// Sets the identity headers of an authorized request (one value per name: `insert` into a
+/// map, or into [`Added`] after [`strip_identity`] emptied the map of them). Takes
 /// the [`crate::authz::Permit`]: only an authorization decision can produce identity.
 /// Call after [`strip_hop_by_hop`] and [`strip_identity`].
 pub fn inject_identity(

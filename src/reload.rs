@@ -39,14 +39,16 @@ pub fn reload_now(app: &App) -> Result<(), ReloadError> {
     match result {
         Ok(snap) => {
             warn_about_restart_only_settings(&old.config, &snap.config);
-            tracing::info!(
-                routes = snap.config.routes.len(),
-                accounts = snap.config.accounts.len(),
-                providers = snap.config.providers.len(),
-                "configuration reloaded"
+            let (routes, accounts, providers) = (
+                snap.config.routes.len(),
+                snap.config.accounts.len(),
+                snap.config.providers.len(),
             );
+            // Installed before it is announced: whoever reads "reloaded" (an operator, a
+            // test) and sends a request gets the new configuration.
             app.install(snap);
             app.metrics.config_reload(true);
+            tracing::info!(routes, accounts, providers, "configuration reloaded");
             Ok(())
         }
         Err(e) => {
