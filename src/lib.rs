@@ -23,6 +23,7 @@ pub mod assertion;
 pub mod audit;
 pub mod auth;
 pub mod authz;
+pub mod chunked;
 pub mod config;
 pub mod dev;
 pub mod error;

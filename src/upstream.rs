@@ -592,7 +592,7 @@ impl UpstreamBody {
                         .advance(buf)
                         .map_err(|_| BodyError("malformed chunked framing"))?;
                     x.conn.buf.consume(skip);
-                    if *d == Chunked::Done {
+                    if d.is_done() {
                         self.finish();
                         return Poll::Ready(None);
                     }
@@ -637,7 +637,7 @@ impl UpstreamBody {
                 };
                 let mut probe = *d;
                 match probe.advance(x.conn.buf.filled()) {
-                    Ok((skip, 0)) if probe == Chunked::Done => {
+                    Ok((skip, 0)) if probe.is_done() => {
                         x.conn.buf.consume(skip);
                         *d = probe;
                         true

@@ -22,6 +22,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::chunked::{Chunk, step as chunk_step};
+
 /// Heads with up to this many header lines are parsed without a heap allocation.
 const STACK_HEADERS: usize = 128;
 
@@ -81,28 +83,6 @@ enum State {
     Chunked(Chunk),
     /// Not following this connection any more.
     Off,
-}
-
-/// RFC 9112 §7.1, with the strict CRLF line ends hyper's decoder requires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Before the first hex digit of a chunk size.
-    Start,
-    Size(u64),
-    /// Blanks after the size.
-    Blank(u64),
-    /// A chunk extension, up to CR.
-    Extension(u64),
-    SizeLf(u64),
-    Data(u64),
-    DataCr,
-    DataLf,
-    /// After the last chunk or a trailer line: CR ends the body, anything else starts a
-    /// trailer line.
-    EndCr,
-    EndLf,
-    Trailer,
-    TrailerLf,
 }
 
 /// What one complete head says about the bytes after it.
@@ -318,37 +298,6 @@ fn digits(value: &[u8]) -> Option<u64> {
 fn last_coding_is_chunked(value: &[u8]) -> bool {
     let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
     last.trim_ascii().eq_ignore_ascii_case(b"chunked")
-}
-
-fn hex(b: u8) -> Option<u64> {
-    char::from(b).to_digit(16).map(u64::from)
-}
-
-/// One byte of chunked framing: `Some(Some(next))` to go on, `Some(None)` at the end of the
-/// body, `None` for a framing error (hyper refuses the body and closes).
-fn chunk_step(c: Chunk, b: u8) -> Option<Option<Chunk>> {
-    let next = match (c, b) {
-        (Chunk::Start, _) => Chunk::Size(hex(b)?),
-        (Chunk::Size(n), _) if hex(b).is_some() => {
-            Chunk::Size(n.checked_mul(16)?.checked_add(hex(b)?)?)
-        }
-        (Chunk::Size(n) | Chunk::Blank(n), b' ' | b'\t') => Chunk::Blank(n),
-        (Chunk::Size(n) | Chunk::Blank(n), b';') => Chunk::Extension(n),
-        (Chunk::Size(n) | Chunk::Blank(n) | Chunk::Extension(n), b'\r') => Chunk::SizeLf(n),
-        (Chunk::Extension(_), b'\n') => return None,
-        (Chunk::Extension(n), _) => Chunk::Extension(n),
-        (Chunk::SizeLf(0), b'\n') => Chunk::EndCr,
-        (Chunk::SizeLf(n), b'\n') => Chunk::Data(n),
-        (Chunk::DataCr, b'\r') => Chunk::DataLf,
-        (Chunk::DataLf, b'\n') => Chunk::Start,
-        (Chunk::EndCr, b'\r') => Chunk::EndLf,
-        (Chunk::Trailer, b'\r') => Chunk::TrailerLf,
-        (Chunk::EndCr | Chunk::Trailer, _) => Chunk::Trailer,
-        (Chunk::EndLf, b'\n') => return Some(None),
-        (Chunk::TrailerLf, b'\n') => Chunk::EndCr,
-        _ => return None,
-    };
-    Some(Some(next))
 }
 
 pin_project_lite::pin_project! {
