@@ -309,10 +309,8 @@ pub async fn prepare(
     Ok(permit)
 }
 
-/// Copies bytes both ways between an upgraded client and upstream connection, starting
-/// with whatever the upstream sent right after its `101`.
+/// Joins an upgraded client connection to the upgraded upstream one.
 async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: Upgraded) {
-    use tokio::io::AsyncWriteExt;
     let client = match client.await {
         Ok(c) => c,
         Err(e) => {
@@ -321,17 +319,7 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: Upgraded) {
         }
     };
     let mut client = hyper_util::rt::TokioIo::new(client);
-    let Upgraded {
-        io: mut upstream,
-        early,
-    } = upstream;
-    if !early.is_empty()
-        && let Err(e) = client.write_all(&early).await
-    {
-        tracing::debug!(error = %e, "upgraded connection ended");
-        return;
-    }
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+    if let Err(e) = upstream.tunnel(&mut client).await {
         tracing::debug!(error = %e, "upgraded connection ended");
     }
 }

@@ -84,12 +84,25 @@ struct Conn {
 /// A protocol upgrade the upstream accepted: the connection is the tunnel's now, with any
 /// bytes the upstream sent after its `101` head.
 pub struct Upgraded {
-    pub io: UpgradedIo,
-    pub early: Bytes,
+    io: Stream,
+    early: Bytes,
 }
 
-/// The upgraded connection's stream (reads and writes bytes, nothing else).
-pub struct UpgradedIo(Stream);
+impl Upgraded {
+    /// Copies bytes both ways between `client` and the upstream until either side closes,
+    /// starting with what the upstream sent right after its `101`.
+    pub async fn tunnel(
+        mut self,
+        client: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    ) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        if !self.early.is_empty() {
+            client.write_all(&self.early).await?;
+        }
+        tokio::io::copy_bidirectional(client, &mut self.io).await?;
+        Ok(())
+    }
+}
 
 // === impl UpstreamClient ===
 
@@ -550,7 +563,7 @@ impl UpstreamBody {
         let mut x = self.exchange.take()?;
         Some(Upgraded {
             early: x.conn.buf.take(),
-            io: UpgradedIo(x.conn.io),
+            io: x.conn.io,
         })
     }
 
@@ -740,34 +753,6 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
-    }
-}
-
-impl AsyncRead for UpgradedIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for UpgradedIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
     }
 }
 

@@ -301,3 +301,60 @@ async fn head_and_no_content_responses_have_no_body_and_keep_the_connection() {
     assert_eq!(get(&gate.url("/public/c")).await.body, "ok");
     assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn bytes_the_upstream_sends_right_after_its_101_reach_the_client_first() {
+    // The upstream accepts the upgrade and speaks first, in the same write as its 101 head;
+    // then it echoes.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0);
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: x-test\r\n\r\nhello",
+        )
+        .await
+        .unwrap();
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => s.write_all(&chunk[..n]).await.unwrap(),
+            }
+        }
+    });
+    let gate = Gate::start(&config(&format!("http://{addr}"), ROUTES)).await;
+    let mut c = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
+    c.write_all(
+        b"GET /public/up HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: x-test\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let early = async {
+        while !got.windows(9).any(|w| w == b"\r\n\r\nhello") {
+            let n = c.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before the early bytes");
+            got.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), early)
+        .await
+        .expect("the bytes after the 101 never came");
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    c.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    c.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping");
+}
