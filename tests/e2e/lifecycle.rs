@@ -8,6 +8,16 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
+/// One keep-alive GET on `s`; the first read of the answer.
+async fn request(s: &mut TcpStream) -> String {
+    s.write_all(b"GET /public/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 const HOLD_ROUTES: &str = "[[routes]]\npath = \"/hold\"\nauth = \"public\"\n[[routes]]\npath = \"/public/**\"\nauth = \"public\"\n";
 
 #[tokio::test]
@@ -58,14 +68,6 @@ async fn connections_over_the_limit_are_refused_without_affecting_established_on
     );
     let gate = Gate::start(&main).await;
 
-    async fn request(s: &mut TcpStream) -> String {
-        s.write_all(b"GET /public/x HTTP/1.1\r\nHost: h\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = vec![0u8; 64 * 1024];
-        let n = s.read(&mut buf).await.unwrap();
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    }
     let mut a = TcpStream::connect(gate.addr).await.unwrap();
     let mut b = TcpStream::connect(gate.addr).await.unwrap();
     assert!(request(&mut a).await.starts_with("HTTP/1.1 200"));
@@ -165,14 +167,6 @@ async fn the_header_timeout_covers_a_silent_new_connection_but_not_an_idle_keep_
         &format!("[limits]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"60s\"\n{ROUTES}"),
     );
     let gate = Gate::start(&main).await;
-    async fn request(s: &mut TcpStream) -> String {
-        s.write_all(b"GET /public/x HTTP/1.1\r\nHost: h\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = vec![0u8; 64 * 1024];
-        let n = s.read(&mut buf).await.unwrap();
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    }
     // Connected, nothing sent: that is a head not coming.
     let mut silent = TcpStream::connect(gate.addr).await.unwrap();
     let started = std::time::Instant::now();
