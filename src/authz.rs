@@ -60,7 +60,8 @@ pub struct Policy<'a> {
     pub scope_mode: ScopeMode,
 }
 
-/// What a decision learned about the caller; kept for the audit event even on a denial.
+/// What a decision learned about the caller, for the audit event of a denial (a permit
+/// carries the account and mapping of a permitted request).
 #[derive(Debug, Default)]
 pub struct Observed {
     pub account: Option<String>,
@@ -110,12 +111,13 @@ pub fn decide(
         policy.scopes,
         provider.scope_mode.unwrap_or(policy.scope_mode),
     );
-    seen.account = Some(principal.account.clone());
-    seen.mapping = Some(principal.mapping.clone());
     seen.source = Some(permissions.source.as_str());
     if let Some(r) = route {
         let missing = permissions.missing(&r.permissions);
         if !missing.is_empty() {
+            // A permitted request's account and mapping are read from its permit.
+            seen.account = Some(principal.account.clone());
+            seen.mapping = Some(principal.mapping.clone());
             return Err(ProxyError::InsufficientScope(needed_scope(
                 &missing,
                 policy.scopes,

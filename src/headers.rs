@@ -30,6 +30,13 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.iter().any(|h| h == name)
 }
 
+/// Whether a raw header name is one of [`HOP_BY_HOP`], in any letter case.
+pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
+}
+
 /// Removes hop-by-hop headers and every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Common case (no hop-by-hop header at all): one pass over the names, no hashing, no
@@ -149,14 +156,16 @@ impl ClientAddr {
 /// Sets `X-Forwarded-For` / `-Proto` / `-Host`. Incoming values are kept (and For appended
 /// to) only when the peer is a trusted proxy; otherwise they are replaced, and the other
 /// client-address headers an upstream might believe (`Forwarded`, `X-Real-IP`) are removed.
+/// A value of ours goes to `out` once the map holds none of that name (so [`Added`] can take
+/// it: the map never grows for it).
 pub fn set_forwarded(
-    headers: &mut HeaderMap,
+    (headers, out): (&mut HeaderMap, &mut impl HeaderSink),
     peer: &ClientAddr,
     trusted: bool,
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    let xff = if trusted {
+    let xff = if trusted && headers.contains_key(&X_FORWARDED_FOR) {
         let prior: Vec<&str> = headers
             .get_all(&X_FORWARDED_FOR)
             .iter()
@@ -171,24 +180,24 @@ pub fn set_forwarded(
             HeaderValue::from_str(&format!("{}, {peer_str}", prior.join(", "))).ok()
         }
     } else {
-        headers.remove(header::FORWARDED);
-        headers.remove(&X_REAL_IP);
+        if !trusted {
+            headers.remove(header::FORWARDED);
+            headers.remove(&X_REAL_IP);
+        }
         Some(peer.value.clone())
     };
+    headers.remove(&X_FORWARDED_FOR);
     if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+        out.put(&X_FORWARDED_FOR, v);
     }
     if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+        headers.remove(&X_FORWARDED_PROTO);
+        out.put(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        match host {
-            Some(h) => {
-                headers.insert(X_FORWARDED_HOST.clone(), h);
-            }
-            None => {
-                headers.remove(&X_FORWARDED_HOST);
-            }
+        headers.remove(&X_FORWARDED_HOST);
+        if let Some(h) = host {
+            out.put(&X_FORWARDED_HOST, h);
         }
     }
 }
@@ -349,15 +358,16 @@ impl HeaderSink for HeaderMap {
 
 /// Headers the upstream request carries after its own, written by the upstream encoder
 /// instead of inserted into the request's map (no hashing, no map growth). Only for names
-/// the map cannot hold: identity headers, every spelling of which [`strip_identity`] has
-/// removed, so appending is inserting.
+/// the map no longer holds, so appending is inserting: identity headers, every spelling of
+/// which [`strip_identity`] has removed, and the forwarding headers and request id, removed
+/// just before theirs are added.
 #[derive(Debug, Default)]
 pub struct Added(pub Vec<(HeaderName, HeaderValue)>);
 
 impl HeaderSink for Added {
     fn put(&mut self, name: &HeaderName, value: HeaderValue) {
         if self.0.is_empty() {
-            self.0.reserve_exact(12);
+            self.0.reserve_exact(16);
         }
         self.0.push((name.clone(), value));
     }
@@ -601,6 +611,15 @@ mod tests {
         assert_eq!(strip_identity(&mut h, "x-auth-"), 0);
     }
 
+    /// The request as the upstream encoder writes it: the map's headers, then `added`.
+    fn merged(mut h: HeaderMap, added: Added) -> HeaderMap {
+        for (n, v) in added.0 {
+            assert!(!h.contains_key(&n), "{n} is in the map and in added");
+            h.append(n, v);
+        }
+        h
+    }
+
     #[test]
     fn forwarded_headers_from_untrusted_peers_are_replaced() {
         let mut h = map(&[
@@ -611,13 +630,22 @@ mod tests {
             ("x-real-ip", "1.2.3.4"),
         ]);
         let peer = ClientAddr::new("10.0.0.9".parse().unwrap());
+        let mut added = Added::default();
         set_forwarded(
-            &mut h,
+            (&mut h, &mut added),
             &peer,
             false,
             "http",
             Some(HeaderValue::from_static("api.example.com")),
         );
+        // Ours are in `added`, none left in the map.
+        let names: Vec<_> = added.0.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]
+        );
+        assert_eq!(h.len(), 0);
+        let h = merged(h, added);
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
@@ -636,14 +664,17 @@ mod tests {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let peer: IpAddr = "::ffff:10.0.0.9".parse().unwrap();
         assert!(is_trusted(peer, &trusted));
+        let mut added = Added::default();
         set_forwarded(
-            &mut h,
+            (&mut h, &mut added),
             &ClientAddr::new(peer),
             true,
             "http",
             Some(HeaderValue::from_static("inner")),
         );
+        let h = merged(h, added);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.0.0.9");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
     }

@@ -74,9 +74,9 @@ pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Re
     let method = req.method().clone();
     let mut trace = Trace::default();
 
-    let (mut resp, reason) =
+    let (mut resp, reason, permit) =
         match authorize_and_forward(&app, &snap, &conn, req, &request_id, &mut trace).await {
-            Ok((resp, permit)) => (resp, permit.reason()),
+            Ok((resp, permit)) => (resp, permit.reason(), Some(permit)),
             Err(e) => {
                 if let ProxyError::Upstream(u) = &e {
                     app.metrics.upstream_error(*u);
@@ -90,12 +90,16 @@ pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Re
                     resp.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
-                (resp, rej.reason)
+                (resp, rej.reason, None)
             }
         };
     resp.headers_mut()
         .insert(X_REQUEST_ID.clone(), request_id.clone());
 
+    let principal = permit
+        .as_ref()
+        .and_then(Permit::grant)
+        .map(|g| &g.principal);
     let latency = start.elapsed();
     app.metrics.request(reason, latency.as_secs_f64());
     audit::record(
@@ -108,8 +112,12 @@ pub async fn handle(app: Arc<App>, conn: ConnInfo, req: Request<Incoming>) -> Re
             route: trace.route,
             provider: trace.token.as_ref().map(|t| t.provider.as_str()),
             subject: trace.token.as_ref().map(|t| t.subject.as_str()),
-            account: trace.account.as_deref(),
-            mapping: trace.mapping.as_deref(),
+            account: principal
+                .map(|p| p.account.as_str())
+                .or(trace.account.as_deref()),
+            mapping: principal
+                .map(|p| p.mapping.as_str())
+                .or(trace.mapping.as_deref()),
             permission_source: trace.source,
             reason,
             status: resp.status().as_u16(),
@@ -168,9 +176,9 @@ async fn authorize_and_forward(
             resp.headers_mut().insert(header::UPGRADE, v);
         }
         tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
-    } else {
-        headers::strip_hop_by_hop(resp.headers_mut());
     }
+    // Any other response comes without hop-by-hop headers (the upstream client leaves
+    // them out as it parses the head).
     Ok((resp.map(Either::Left), permit))
 }
 
@@ -248,9 +256,9 @@ pub async fn prepare(
         decided?
     };
 
-    // 9. Forward. Room for the headers set below (identity headers go to `added`, written
-    // after the map's by the upstream encoder): the map grows at most once.
-    let _ = parts.headers.try_reserve(6);
+    // 9. Forward. The headers set here go to `added` (written after the map's by the
+    // upstream encoder), each once the map holds none of its name; only `Host` replaces
+    // the client's in the map.
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
             .uri
@@ -260,7 +268,7 @@ pub async fn prepare(
     let trusted = headers::is_trusted(conn.client.ip(), &cfg.headers.trusted_proxies);
     let proto = if conn.tls { "https" } else { "http" };
     headers::set_forwarded(
-        &mut parts.headers,
+        (&mut parts.headers, added),
         &conn.client,
         trusted,
         proto,
@@ -280,9 +288,8 @@ pub async fn prepare(
             headers::strip_cookie(&mut parts.headers, name);
         }
     }
-    parts
-        .headers
-        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    parts.headers.remove(&X_REQUEST_ID);
+    headers::HeaderSink::put(added, &X_REQUEST_ID, request_id.clone());
     let injected = headers::inject_identity(added, &permit, &snap.identity_headers);
     if injected.groups_truncated {
         app.metrics.identity_groups_truncated();

@@ -228,31 +228,36 @@ impl Pool {
         // Only a request with nothing to stream can be sent twice.
         let replayable = matches!(framing, RequestFraming::None | RequestFraming::Length(0));
         let upgrade = parts.headers.contains_key(header::UPGRADE);
-        let encode = |mut conn: Conn| {
-            conn.out.clear();
-            codec::encode_head(
-                &mut conn.out,
-                &parts.method,
-                &parts.uri,
-                (&parts.headers, added),
-                framing,
-            );
-            conn
-        };
-
-        let (conn, pooled) = match self.checkout() {
+        let (mut conn, pooled) = match self.checkout() {
             Some(c) => (c, true),
             None => (self.connect().await?, false),
         };
+        // The head is encoded once, and the request's parts dropped before anything waits:
+        // their header values share the client connection's read buffer, which can then be
+        // reused for the next request instead of reallocated (hyper reads that connection
+        // while the request is in flight, to see the client go away).
+        conn.out.clear();
+        codec::encode_head(
+            &mut conn.out,
+            &parts.method,
+            &parts.uri,
+            (&parts.headers, added),
+            framing,
+        );
+        let method = parts.method.clone();
+        drop(parts);
         // Let the other ready requests of this scheduler tick run first, so that upstream
         // writes go out together, as they did through hyper's connection tasks: on one
         // host, each write that finds the upstream asleep costs a cross-CPU wake-up.
         tokio::task::yield_now().await;
-        let mut x = Exchange::new(encode(conn), Some(body), framing);
+        let mut x = Exchange::new(conn, Some(body), framing);
         let resp = match std::future::poll_fn(|cx| x.poll_head(cx)).await {
             Ok(h) => h,
             Err(Failed::Unanswered) if pooled && replayable => {
-                x = Exchange::new(encode(self.connect().await?), x.body.take(), framing);
+                // A replayable request's head stays in `out` (see `Exchange::poll_upload`).
+                let mut fresh = self.connect().await?;
+                std::mem::swap(&mut fresh.out, &mut x.conn.out);
+                x = Exchange::new(fresh, x.body.take(), framing);
                 std::future::poll_fn(|cx| x.poll_head(cx))
                     .await
                     .map_err(|_| UpstreamError::Protocol)?
@@ -267,11 +272,11 @@ impl Pool {
             }
             BodyFraming::Empty
         } else {
-            codec::response_framing(&parts.method, status, &resp.headers)
+            codec::response_framing(&method, status, &resp.framing)
                 .map_err(|_| UpstreamError::Protocol)?
         };
         let reusable = status != StatusCode::SWITCHING_PROTOCOLS
-            && codec::keep_alive(resp.version, &resp.headers, body_framing);
+            && codec::keep_alive(resp.version, &resp.framing, body_framing);
         let mut headers = resp.headers;
         if matches!(body_framing, BodyFraming::Chunked | BodyFraming::Close) {
             // The length, if any, is not what delimits this body.
@@ -450,9 +455,9 @@ impl Exchange {
                 }
                 continue;
             }
-            self.conn.out.clear();
-            self.written = 0;
             let Some(body) = self.body.as_mut() else {
+                // `out` is left as it is: without a body, it is the whole request, sent
+                // again as it is when a pooled connection turns out dead.
                 match Pin::new(&mut self.conn.io).poll_flush(cx) {
                     Poll::Ready(Ok(())) => self.sent = true,
                     Poll::Ready(Err(_)) => self.fail_upload(),
@@ -460,6 +465,8 @@ impl Exchange {
                 }
                 return;
             };
+            self.conn.out.clear();
+            self.written = 0;
             match Pin::new(body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     // Trailers of a chunked request are dropped.
@@ -488,10 +495,9 @@ impl Exchange {
     }
 
     fn fail_upload(&mut self) {
+        // `out` is kept: a replayable request is sent again from it.
         self.upload_failed = true;
         self.body = None;
-        self.conn.out.clear();
-        self.written = 0;
     }
 
     /// The response head, informational responses other than `101` skipped.

@@ -14,6 +14,10 @@ CONNS=${CONNS:-"1 64"}
 TOKENS=${TOKENS:-250000}
 CASES=${CASES:-"direct nginx haproxy-one haproxy-fresh tollgate-one tollgate-rotate tollgate-fresh tollgate-one-audit tollgate-twice"}
 PERF=${PERF:-}   # set to 1: record a perf profile of the proxy in each measured run
+PERF_ARGS=${PERF_ARGS:-"-F 1999"}   # e.g. "-F 499 --call-graph dwarf" for call stacks
+# A command run with the proxy's PID appended for the measured run, stopped with SIGINT at
+# its end, output in target/load/probe-<case>-c<conns>.txt; e.g. PROBE="strace -c -f -p"
+PROBE=${PROBE:-}
 # Another Tollgate binary (say, a build of an earlier commit) for before/after in one run:
 # the cases baseline-one, baseline-rotate and baseline-fresh run it as tollgate-* run ours.
 BASELINE=${BASELINE:-}
@@ -236,8 +240,11 @@ run_wrk() {
     rss_before=$(rss_kib "$pid")
     local perf_pid=
     if [ -n "$PERF" ] && [ "$case" != direct ]; then
-        perf record -q -F 1999 -p "$pid" -o "$WORK/perf-$case-c$conns.data" -- sleep "$DURATION" \
+        perf record -q $PERF_ARGS -p "$pid" -o "$WORK/perf-$case-c$conns.data" -- sleep "$DURATION" \
             >/dev/null 2>&1 &
+        perf_pid=$!
+    elif [ -n "$PROBE" ] && [ "$case" != direct ]; then
+        timeout -s INT "$DURATION" $PROBE "$pid" >"$WORK/probe-$case-c$conns.txt" 2>&1 &
         perf_pid=$!
     fi
     before=$(cpu_ticks "$pid")

@@ -237,6 +237,54 @@ impl Watcher {
 
 /// Parses one request head the way hyper's server does, and classifies its framing.
 fn parse_head(bytes: &[u8], max_headers: usize) -> Head {
+    plain_head(bytes, max_headers).unwrap_or_else(|| full_head(bytes, max_headers))
+}
+
+/// The common case without a full parse: a complete HTTP/1.x head in which no line could be
+/// a framing header, so no body follows. Looks only at line starts (found with `memchr`, as
+/// the lines httparse splits at `\n`), so the long `Authorization` line costs one vector
+/// scan. `None` (parse it fully) for anything else: a partial head, leading empty lines,
+/// obs-folds, too many lines, or a line starting like `Content-Length` or
+/// `Transfer-Encoding` in any case. Where this says `Next`, the full parse says the same or
+/// `Invalid` (hyper then refuses the head and closes: nothing follows it either way).
+fn plain_head(bytes: &[u8], max_headers: usize) -> Option<Head> {
+    if !bytes.first()?.is_ascii_uppercase() {
+        return None;
+    }
+    let first = memchr::memchr(b'\n', bytes)?;
+    let line = bytes.get(..first)?;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if !(line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0")) {
+        return None;
+    }
+    let mut start = first + 1;
+    let mut lines = 0usize;
+    loop {
+        let rest = bytes.get(start..)?;
+        match *rest.first()? {
+            b'\n' => return Some(Head::Next(start + 1, State::Head)),
+            b'\r' => {
+                return (rest.get(1) == Some(&b'\n')).then_some(Head::Next(start + 2, State::Head));
+            }
+            b' ' | b'\t' => return None,
+            _ => {}
+        }
+        for name in [&b"content-length"[..], b"transfer-encoding"] {
+            let n = name.len().min(rest.len());
+            if rest.get(..n)?.eq_ignore_ascii_case(name.get(..n)?) {
+                return None;
+            }
+        }
+        lines += 1;
+        if lines > max_headers {
+            return None;
+        }
+        start += memchr::memchr(b'\n', rest)? + 1;
+    }
+}
+
+/// [`parse_head`] with httparse, as hyper parses.
+fn full_head(bytes: &[u8], max_headers: usize) -> Head {
     let mut stack = [MaybeUninit::<httparse::Header<'_>>::uninit(); STACK_HEADERS];
     let mut heap: Vec<MaybeUninit<httparse::Header<'_>>>;
     let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if max_headers <= STACK_HEADERS {
@@ -462,6 +510,96 @@ mod tests {
         let mut w = Watcher::new(shared.clone(), 64 * 1024, 1000);
         w.feed(&head);
         assert_eq!(conflict_of(&shared), 1);
+    }
+
+    #[test]
+    fn plain_heads_skip_the_full_parse_and_agree_with_it() {
+        let cases: [(&[u8], Option<Head>); 9] = [
+            (
+                b"GET /a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\nnext",
+                Some(Head::Next(53, State::Head)),
+            ),
+            (
+                b"GET / HTTP/1.0\nHost: x\n\n",
+                Some(Head::Next(24, State::Head)),
+            ),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n", None),
+            (b"GET / HTTP/1.1\r\ncontent-LENGTH: 5\r\n\r\nhello", None),
+            (
+                b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                None,
+            ),
+            (b"GET / HTTP/1.1\r\nConte", None),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", None),
+            (b"\r\nGET / HTTP/1.1\r\n\r\n", None),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", None),
+        ];
+        for (raw, want) in cases {
+            let got = plain_head(raw, 100);
+            assert_eq!(got, want, "{}", String::from_utf8_lossy(raw));
+            if let Some(h) = got {
+                assert_eq!(full_head(raw, 100), h);
+            }
+        }
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        many.extend(b"a: b\r\n".repeat(5));
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(plain_head(&many, 4), None);
+        assert_eq!(
+            plain_head(&many, 5),
+            Some(Head::Next(many.len(), State::Head))
+        );
+    }
+
+    /// Lines a generated head is made of: plain ones, framing ones in odd spellings, and
+    /// what httparse refuses or treats specially.
+    fn head_line() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"Host: api\r\n".to_vec()),
+            Just(b"Authorization: Bearer abc.def.ghi\r\n".to_vec()),
+            Just(b"Content-Length: 3\r\n".to_vec()),
+            Just(b"cOnTeNt-LeNgTh: 3\r\n".to_vec()),
+            Just(b"Transfer-Encoding: chunked\r\n".to_vec()),
+            Just(b"Content-Type: text/plain\r\n".to_vec()),
+            Just(b"TE: trailers\r\n".to_vec()),
+            Just(b"X-Bare: lf\n".to_vec()),
+            Just(b" folded\r\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..12),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// Whatever the bytes, where the shortcut answers, the full parse gives the same
+        /// answer or refuses the head (and hyper with it).
+        #[test]
+        fn the_plain_head_shortcut_never_disagrees_with_httparse(
+            line in prop_oneof![
+                Just(b"GET /x HTTP/1.1\r\n".to_vec()),
+                Just(b"POST /x HTTP/1.0\n".to_vec()),
+                Just(b"GET /x HTTP/2.0\r\n".to_vec()),
+                proptest::collection::vec(any::<u8>(), 0..20),
+            ],
+            lines in proptest::collection::vec(head_line(), 0..8),
+            end in any::<bool>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..8),
+        ) {
+            let mut raw = line;
+            for l in &lines {
+                raw.extend_from_slice(l);
+            }
+            if end {
+                raw.extend_from_slice(b"\r\n");
+            }
+            raw.extend_from_slice(&tail);
+            if let Some(h) = plain_head(&raw, 6) {
+                let full = full_head(&raw, 6);
+                prop_assert!(full == h || full == Head::Invalid, "{:?}: {:?} vs {:?}",
+                    String::from_utf8_lossy(&raw), h, full);
+            }
+        }
     }
 
     /// One request of a generated stream: its bytes, and whether its framing conflicts.

@@ -81,9 +81,72 @@ pub fn chunk_size_line(out: &mut Vec<u8>, len: usize) {
 pub struct Head {
     pub status: StatusCode,
     pub version: Version,
+    /// The header section without hop-by-hop headers and those `Connection` names (design
+    /// §5.1): they are about this connection, not for the client. A `101` keeps `Upgrade`.
     pub headers: HeaderMap,
+    /// What the framing and connection headers said.
+    pub framing: HeadFraming,
     /// Bytes of the input the head took.
     pub len: usize,
+}
+
+/// The response's `Transfer-Encoding`, `Content-Length` and `Connection: close`, read from
+/// the raw head (the first and last are not kept in [`Head::headers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadFraming {
+    /// `Transfer-Encoding` was present: whether its final coding is `chunked`.
+    transfer_encoding: Option<bool>,
+    /// Every `Content-Length` value agreed (`Ok(None)`: none was sent).
+    content_length: Result<Option<u64>, Malformed>,
+    close: bool,
+}
+
+impl HeadFraming {
+    /// Reads the framing headers of a raw head. Also returns the names `Connection` lists
+    /// that are not hop-by-hop anyway (these are dropped too); usually none, and then
+    /// nothing is allocated.
+    fn read<'h>(raw: &[httparse::Header<'h>]) -> (Self, Vec<&'h [u8]>) {
+        let mut f = Self {
+            transfer_encoding: None,
+            content_length: Ok(None),
+            close: false,
+        };
+        let mut listed = Vec::new();
+        for h in raw {
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                // The final coding over all lines: an empty line leaves it as it was.
+                let last = tokens(h.value).next_back();
+                let chunked = last.map(|t| t.eq_ignore_ascii_case(b"chunked"));
+                f.transfer_encoding = chunked.or(f.transfer_encoding).or(Some(false));
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                for part in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    f.content_length = match (f.content_length, parse_decimal(part)) {
+                        (Ok(None), Some(n)) => Ok(Some(n)),
+                        (Ok(Some(l)), Some(n)) if l == n => Ok(Some(n)),
+                        _ => Err(Malformed),
+                    };
+                }
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                for t in tokens(h.value) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        f.close = true;
+                    } else if !crate::headers::is_hop_by_hop_name(t) {
+                        listed.push(t);
+                    }
+                }
+            }
+        }
+        (f, listed)
+    }
+}
+
+/// The non-empty comma-separated tokens of a header value, trimmed.
+fn tokens(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
 }
 
 /// Parses a response head from the front of `buf`: `Ok(None)` until it is complete.
@@ -106,12 +169,20 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<Head>, Malformed> {
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
+    let (framing, listed) = HeadFraming::read(resp.headers);
+    let keep_upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
     // One copy of the head; every value is a slice of it (no allocation per value).
     let head = Bytes::copy_from_slice(buf.get(..len).ok_or(Malformed)?);
     let base = buf.as_ptr() as usize;
     let mut headers = HeaderMap::with_capacity(resp.headers.len());
     for h in resp.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Malformed)?;
+        let raw_name = h.name.as_bytes();
+        let hop = crate::headers::is_hop_by_hop_name(raw_name)
+            && !(keep_upgrade && raw_name.eq_ignore_ascii_case(b"upgrade"));
+        if hop || listed.iter().any(|t| t.eq_ignore_ascii_case(raw_name)) {
+            continue;
+        }
+        let name = HeaderName::from_bytes(raw_name).map_err(|_| Malformed)?;
         let start = (h.value.as_ptr() as usize).wrapping_sub(base);
         let end = start.checked_add(h.value.len()).ok_or(Malformed)?;
         if end > head.len() {
@@ -125,6 +196,7 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<Head>, Malformed> {
         status,
         version,
         headers,
+        framing,
         len,
     }))
 }
@@ -143,7 +215,7 @@ pub enum BodyFraming {
 pub fn response_framing(
     method: &Method,
     status: StatusCode,
-    headers: &HeaderMap,
+    head: &HeadFraming,
 ) -> Result<BodyFraming, Malformed> {
     if method == Method::HEAD
         || status.is_informational()
@@ -152,29 +224,14 @@ pub fn response_framing(
     {
         return Ok(BodyFraming::Empty);
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
-            .rfind(|t| !t.is_empty());
-        return Ok(match last {
-            Some(t) if t.eq_ignore_ascii_case(b"chunked") => BodyFraming::Chunked,
-            _ => BodyFraming::Close,
+    if let Some(chunked) = head.transfer_encoding {
+        return Ok(if chunked {
+            BodyFraming::Chunked
+        } else {
+            BodyFraming::Close
         });
     }
-    let mut length: Option<u64> = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            let n = parse_decimal(part).ok_or(Malformed)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Malformed);
-            }
-            length = Some(n);
-        }
-    }
-    Ok(match length {
+    Ok(match head.content_length? {
         Some(0) => BodyFraming::Empty,
         Some(n) => BodyFraming::Length(n),
         None => BodyFraming::Close,
@@ -182,16 +239,11 @@ pub fn response_framing(
 }
 
 /// Whether the connection may carry another exchange after this response.
-pub fn keep_alive(version: Version, headers: &HeaderMap, framing: BodyFraming) -> bool {
+pub fn keep_alive(version: Version, head: &HeadFraming, framing: BodyFraming) -> bool {
     version == Version::HTTP_11
         && framing != BodyFraming::Close
-        && !(headers.contains_key(header::TRANSFER_ENCODING)
-            && headers.contains_key(header::CONTENT_LENGTH))
-        && !headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        && !(head.transfer_encoding.is_some() && head.content_length != Ok(None))
+        && !head.close
 }
 
 fn parse_decimal(s: &[u8]) -> Option<u64> {
@@ -405,7 +457,7 @@ mod tests {
         let ys: Vec<_> = head.headers.get_all("x-y").iter().collect();
         assert_eq!(ys, ["a b", "c"]);
         assert_eq!(
-            response_framing(&Method::GET, head.status, &head.headers),
+            response_framing(&Method::GET, head.status, &head.framing),
             Ok(BodyFraming::Length(3))
         );
     }
@@ -428,10 +480,21 @@ mod tests {
         assert_eq!(parse_response(&many).unwrap_err(), Malformed);
     }
 
+    /// The framing headers of a response with `status` and these header lines, as the
+    /// upstream client reads them.
+    fn framing_of(status: StatusCode, h: &[(&str, &str)]) -> HeadFraming {
+        let mut raw = format!("HTTP/1.1 {} X\r\n", status.as_u16());
+        for (k, v) in h {
+            raw.push_str(&format!("{k}: {v}\r\n"));
+        }
+        raw.push_str("\r\n");
+        parse_response(raw.as_bytes()).unwrap().unwrap().framing
+    }
+
     #[test]
     fn framing_follows_rfc_9112_section_6_3() {
         let ok = StatusCode::OK;
-        let f = |m: &Method, s, h: &[(&str, &str)]| response_framing(m, s, &headers(h));
+        let f = |m: &Method, s, h: &[(&str, &str)]| response_framing(m, s, &framing_of(s, h));
         let get = &Method::GET;
         assert_eq!(
             f(&Method::HEAD, ok, &[("content-length", "10")]),
@@ -450,6 +513,29 @@ mod tests {
             f(
                 get,
                 ok,
+                &[
+                    ("Transfer-Encoding", "gzip"),
+                    ("transfer-encoding", "Chunked")
+                ]
+            ),
+            Ok(BodyFraming::Chunked)
+        );
+        assert_eq!(
+            f(
+                get,
+                ok,
+                &[("transfer-encoding", "chunked"), ("transfer-encoding", "")]
+            ),
+            Ok(BodyFraming::Chunked)
+        );
+        assert_eq!(
+            f(get, ok, &[("transfer-encoding", "")]),
+            Ok(BodyFraming::Close)
+        );
+        assert_eq!(
+            f(
+                get,
+                ok,
                 &[("transfer-encoding", "chunked"), ("content-length", "4")]
             ),
             Ok(BodyFraming::Chunked)
@@ -462,7 +548,7 @@ mod tests {
             f(
                 get,
                 ok,
-                &[("content-length", "7, 7"), ("content-length", "7")]
+                &[("content-length", "7, 7"), ("Content-Length", "7")]
             ),
             Ok(BodyFraming::Length(7))
         );
@@ -475,6 +561,7 @@ mod tests {
             Err(Malformed)
         );
         assert_eq!(f(get, ok, &[("content-length", "+7")]), Err(Malformed));
+        assert_eq!(f(get, ok, &[("content-length", "")]), Err(Malformed));
         assert_eq!(
             f(get, ok, &[("content-length", "99999999999999999999")]),
             Err(Malformed)
@@ -484,15 +571,45 @@ mod tests {
 
     #[test]
     fn keep_alive_needs_http_1_1_a_delimited_body_and_no_close() {
-        let h = headers(&[("content-length", "1")]);
+        let ok = StatusCode::OK;
+        let h = framing_of(ok, &[("content-length", "1")]);
         let len = BodyFraming::Length(1);
         assert!(keep_alive(Version::HTTP_11, &h, len));
         assert!(!keep_alive(Version::HTTP_10, &h, len));
         assert!(!keep_alive(Version::HTTP_11, &h, BodyFraming::Close));
-        let closing = headers(&[("connection", "foo, Close")]);
+        let closing = framing_of(ok, &[("connection", "foo, Close")]);
         assert!(!keep_alive(Version::HTTP_11, &closing, len));
-        let both = headers(&[("transfer-encoding", "chunked"), ("content-length", "1")]);
+        let kept = framing_of(ok, &[("connection", "keep-alive"), ("content-length", "1")]);
+        assert!(keep_alive(Version::HTTP_11, &kept, len));
+        let both = framing_of(
+            ok,
+            &[("transfer-encoding", "chunked"), ("content-length", "1")],
+        );
         assert!(!keep_alive(Version::HTTP_11, &both, BodyFraming::Chunked));
+        let bad_length = framing_of(
+            ok,
+            &[("transfer-encoding", "chunked"), ("content-length", "x")],
+        );
+        assert!(!keep_alive(
+            Version::HTTP_11,
+            &bad_length,
+            BodyFraming::Chunked
+        ));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_left_out() {
+        let raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Private, close\r\nKeep-Alive: timeout=5\r\nx-private: 1\r\nTransfer-Encoding: chunked\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\nTrailer: x\r\nTE: trailers\r\nContent-Length: 2\r\nX-Kept: yes\r\n\r\n";
+        let head = parse_response(raw).unwrap().unwrap();
+        let names: Vec<_> = head.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-length", "x-kept"]);
+        assert_eq!(head.framing.transfer_encoding, Some(true));
+        assert!(head.framing.close);
+        // A 101 keeps its Upgrade, the proxy needs it for the client.
+        let switching = b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let head = parse_response(switching).unwrap().unwrap();
+        let names: Vec<_> = head.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["upgrade"]);
     }
 
     /// Decodes `wire` fed in pieces split at `cuts`; returns the data and whether the body
