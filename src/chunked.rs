@@ -2,7 +2,19 @@
 //! strict CRLF line ends hyper's decoder requires. Shared by the request framing watcher
 //! (`server::framing`), which must cut request bodies where hyper does, and the upstream
 //! response decoder (`upstream::codec`). Chunk data is the caller's to skip or take: in
-//! [`Chunk::Data`] the caller consumes the bytes itself.
+//! [`Chunk::Data`] the caller consumes the bytes itself. Also the `Content-Length` number
+//! both sides read ([`decimal`]).
+
+/// A `Content-Length` value (or one element of a list of them): decimal digits only, no
+/// sign, no blanks, at most 19 digits (so it cannot overflow).
+pub fn decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
+}
 
 /// RFC 9112 §7.1, with the strict CRLF line ends hyper's decoder requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -165,7 +165,7 @@ pub fn set_forwarded(
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    let xff = if trusted && headers.contains_key(&X_FORWARDED_FOR) {
+    let (xff, keep_proto, keep_host) = if trusted {
         let prior: Vec<&str> = headers
             .get_all(&X_FORWARDED_FOR)
             .iter()
@@ -173,32 +173,50 @@ pub fn set_forwarded(
             .map(str::trim)
             .filter(|v| !v.is_empty())
             .collect();
-        if prior.is_empty() {
+        let xff = if prior.is_empty() {
             Some(peer.value.clone())
         } else {
             let peer_str = peer.value.to_str().unwrap_or_default();
             HeaderValue::from_str(&format!("{}, {peer_str}", prior.join(", "))).ok()
-        }
+        };
+        headers.remove(&X_FORWARDED_FOR);
+        (
+            xff,
+            headers.contains_key(&X_FORWARDED_PROTO),
+            headers.contains_key(&X_FORWARDED_HOST),
+        )
     } else {
-        if !trusted {
-            headers.remove(header::FORWARDED);
-            headers.remove(&X_REAL_IP);
-        }
-        Some(peer.value.clone())
+        remove_present(
+            headers,
+            &[
+                &header::FORWARDED,
+                &X_REAL_IP,
+                &X_FORWARDED_FOR,
+                &X_FORWARDED_PROTO,
+                &X_FORWARDED_HOST,
+            ],
+        );
+        (Some(peer.value.clone()), false, false)
     };
-    headers.remove(&X_FORWARDED_FOR);
     if let Some(v) = xff {
         out.put(&X_FORWARDED_FOR, v);
     }
-    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.remove(&X_FORWARDED_PROTO);
+    if !keep_proto {
         out.put(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
-    if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        headers.remove(&X_FORWARDED_HOST);
-        if let Some(h) = host {
-            out.put(&X_FORWARDED_HOST, h);
-        }
+    if let Some(h) = host.filter(|_| !keep_host) {
+        out.put(&X_FORWARDED_HOST, h);
+    }
+}
+
+/// Removes those of `names` that the map holds: one pass over its names finds them, so the
+/// common case (none sent) hashes nothing.
+pub fn remove_present(headers: &mut HeaderMap, names: &[&HeaderName]) {
+    if !headers.keys().any(|k| names.contains(&k)) {
+        return;
+    }
+    for name in names {
+        headers.remove(*name);
     }
 }
 
@@ -677,6 +695,22 @@ mod tests {
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
+
+        // A trusted proxy that sent none of them gets ours.
+        let mut h = map(&[("forwarded", "for=1.2.3.4")]);
+        let mut added = Added::default();
+        set_forwarded(
+            (&mut h, &mut added),
+            &ClientAddr::new(peer),
+            true,
+            "https",
+            Some(HeaderValue::from_static("inner")),
+        );
+        let h = merged(h, added);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "inner");
+        assert_eq!(h["forwarded"], "for=1.2.3.4");
     }
 
     #[test]

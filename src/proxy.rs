@@ -168,17 +168,14 @@ async fn authorize_and_forward(
         let Some(upstream_upgrade) = resp.body_mut().take_upgrade() else {
             return Err(UpstreamError::Protocol.into());
         };
-        let up_value = resp.headers().get(header::UPGRADE).cloned();
-        headers::strip_hop_by_hop(resp.headers_mut());
-        if let Some(v) = up_value {
+        // The head comes without hop-by-hop headers except, for a 101, `Upgrade` (the
+        // upstream codec leaves the others out as it parses): only `Connection` is ours.
+        if resp.headers().contains_key(header::UPGRADE) {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            resp.headers_mut().insert(header::UPGRADE, v);
         }
         tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
     }
-    // Any other response comes without hop-by-hop headers (the upstream client leaves
-    // them out as it parses the head).
     Ok((resp.map(Either::Left), permit))
 }
 
@@ -288,7 +285,7 @@ pub async fn prepare(
             headers::strip_cookie(&mut parts.headers, name);
         }
     }
-    parts.headers.remove(&X_REQUEST_ID);
+    headers::remove_present(&mut parts.headers, &[&X_REQUEST_ID]);
     headers::HeaderSink::put(added, &X_REQUEST_ID, request_id.clone());
     let injected = headers::inject_identity(added, &permit, &snap.identity_headers);
     if injected.groups_truncated {

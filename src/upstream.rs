@@ -161,7 +161,8 @@ impl UpstreamClient {
 
     /// Sends the request and waits for the response head, at most `forward.timeout`. The
     /// request goes out as it is: origin-form target (see [`Self::uri_for`]) and a `Host`
-    /// header already set by the pipeline; the framing header is the client's body's.
+    /// header already set by the pipeline; the framing header is the client's body's. The
+    /// response comes without hop-by-hop headers, except `Upgrade` on a `101`.
     pub async fn send(
         &self,
         req: Request<Incoming>,
@@ -232,10 +233,8 @@ impl Pool {
             Some(c) => (c, true),
             None => (self.connect().await?, false),
         };
-        // The head is encoded once, and the request's parts dropped before anything waits:
-        // their header values share the client connection's read buffer, which can then be
-        // reused for the next request instead of reallocated (hyper reads that connection
-        // while the request is in flight, to see the client go away).
+        // The head is encoded once, before anything waits: a retry sends these bytes again
+        // (see `Exchange::poll_upload`), so the request's parts are not needed past here.
         conn.out.clear();
         codec::encode_head(
             &mut conn.out,

@@ -308,7 +308,7 @@ fn full_head(bytes: &[u8], max_headers: usize) -> Head {
             lengths += 1;
             // hyper skips a length after `Transfer-Encoding` unparsed: judge the conflict
             // before the value.
-            length = digits(h.value);
+            length = crate::chunked::decimal(h.value);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             encoded = true;
             chunked = last_coding_is_chunked(h.value);
@@ -330,16 +330,6 @@ fn full_head(bytes: &[u8], max_headers: usize) -> Head {
         }
     };
     Head::Next(len, next)
-}
-
-/// A `Content-Length` value: decimal digits only, no sign, no list, no overflow.
-fn digits(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 {
-        return None;
-    }
-    value.iter().try_fold(0u64, |acc, &b| {
-        b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
-    })
 }
 
 /// Whether `chunked` is the final transfer coding of one `Transfer-Encoding` line.

@@ -121,7 +121,7 @@ impl HeadFraming {
                 f.transfer_encoding = chunked.or(f.transfer_encoding).or(Some(false));
             } else if name.eq_ignore_ascii_case(b"content-length") {
                 for part in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                    f.content_length = match (f.content_length, parse_decimal(part)) {
+                    f.content_length = match (f.content_length, chunked::decimal(part)) {
                         (Ok(None), Some(n)) => Ok(Some(n)),
                         (Ok(Some(l)), Some(n)) if l == n => Ok(Some(n)),
                         _ => Err(Malformed),
@@ -244,15 +244,6 @@ pub fn keep_alive(version: Version, head: &HeadFraming, framing: BodyFraming) ->
         && framing != BodyFraming::Close
         && !(head.transfer_encoding.is_some() && head.content_length != Ok(None))
         && !head.close
-}
-
-fn parse_decimal(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 {
-        return None;
-    }
-    s.iter().try_fold(0u64, |n, &b| {
-        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
-    })
 }
 
 /// The chunked-body decoder: the grammar the request framing watcher follows
@@ -493,80 +484,49 @@ mod tests {
 
     #[test]
     fn framing_follows_rfc_9112_section_6_3() {
-        let ok = StatusCode::OK;
-        let f = |m: &Method, s, h: &[(&str, &str)]| response_framing(m, s, &framing_of(s, h));
-        let get = &Method::GET;
-        assert_eq!(
-            f(&Method::HEAD, ok, &[("content-length", "10")]),
-            Ok(BodyFraming::Empty)
+        use BodyFraming::{Chunked, Close, Empty, Length};
+        let (get, head, ok) = (&Method::GET, &Method::HEAD, StatusCode::OK);
+        let te = "transfer-encoding";
+        let cl = "content-length";
+        /// Request method, response status, header lines, the framing they mean.
+        type Case<'a> = (
+            &'a Method,
+            StatusCode,
+            &'a [(&'a str, &'a str)],
+            Result<BodyFraming, Malformed>,
         );
-        assert_eq!(f(get, StatusCode::NO_CONTENT, &[]), Ok(BodyFraming::Empty));
-        assert_eq!(
-            f(get, StatusCode::NOT_MODIFIED, &[("content-length", "9")]),
-            Ok(BodyFraming::Empty)
-        );
-        assert_eq!(
-            f(get, ok, &[("transfer-encoding", "gzip, chunked")]),
-            Ok(BodyFraming::Chunked)
-        );
-        assert_eq!(
-            f(
+        let cases: &[Case<'_>] = &[
+            (head, ok, &[(cl, "10")], Ok(Empty)),
+            (get, StatusCode::NO_CONTENT, &[], Ok(Empty)),
+            (get, StatusCode::NOT_MODIFIED, &[(cl, "9")], Ok(Empty)),
+            (get, ok, &[(te, "gzip, chunked")], Ok(Chunked)),
+            (
                 get,
                 ok,
-                &[
-                    ("Transfer-Encoding", "gzip"),
-                    ("transfer-encoding", "Chunked")
-                ]
+                &[("Transfer-Encoding", "gzip"), (te, "Chunked")],
+                Ok(Chunked),
             ),
-            Ok(BodyFraming::Chunked)
-        );
-        assert_eq!(
-            f(
+            (get, ok, &[(te, "chunked"), (te, "")], Ok(Chunked)),
+            (get, ok, &[(te, "")], Ok(Close)),
+            (get, ok, &[(te, "chunked"), (cl, "4")], Ok(Chunked)),
+            (get, ok, &[(te, "chunked, gzip")], Ok(Close)),
+            (
                 get,
                 ok,
-                &[("transfer-encoding", "chunked"), ("transfer-encoding", "")]
+                &[(cl, "7, 7"), ("Content-Length", "7")],
+                Ok(Length(7)),
             ),
-            Ok(BodyFraming::Chunked)
-        );
-        assert_eq!(
-            f(get, ok, &[("transfer-encoding", "")]),
-            Ok(BodyFraming::Close)
-        );
-        assert_eq!(
-            f(
-                get,
-                ok,
-                &[("transfer-encoding", "chunked"), ("content-length", "4")]
-            ),
-            Ok(BodyFraming::Chunked)
-        );
-        assert_eq!(
-            f(get, ok, &[("transfer-encoding", "chunked, gzip")]),
-            Ok(BodyFraming::Close)
-        );
-        assert_eq!(
-            f(
-                get,
-                ok,
-                &[("content-length", "7, 7"), ("Content-Length", "7")]
-            ),
-            Ok(BodyFraming::Length(7))
-        );
-        assert_eq!(
-            f(get, ok, &[("content-length", "0")]),
-            Ok(BodyFraming::Empty)
-        );
-        assert_eq!(
-            f(get, ok, &[("content-length", "7"), ("content-length", "8")]),
-            Err(Malformed)
-        );
-        assert_eq!(f(get, ok, &[("content-length", "+7")]), Err(Malformed));
-        assert_eq!(f(get, ok, &[("content-length", "")]), Err(Malformed));
-        assert_eq!(
-            f(get, ok, &[("content-length", "99999999999999999999")]),
-            Err(Malformed)
-        );
-        assert_eq!(f(get, ok, &[]), Ok(BodyFraming::Close));
+            (get, ok, &[(cl, "0")], Ok(Empty)),
+            (get, ok, &[(cl, "7"), (cl, "8")], Err(Malformed)),
+            (get, ok, &[(cl, "+7")], Err(Malformed)),
+            (get, ok, &[(cl, "")], Err(Malformed)),
+            (get, ok, &[(cl, "99999999999999999999")], Err(Malformed)),
+            (get, ok, &[], Ok(Close)),
+        ];
+        for (method, status, h, want) in cases {
+            let got = response_framing(method, *status, &framing_of(*status, h));
+            assert_eq!(got, *want, "{method} {status} {h:?}");
+        }
     }
 
     #[test]
@@ -601,15 +561,16 @@ mod tests {
     fn hop_by_hop_headers_and_those_connection_names_are_left_out() {
         let raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Private, close\r\nKeep-Alive: timeout=5\r\nx-private: 1\r\nTransfer-Encoding: chunked\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\nTrailer: x\r\nTE: trailers\r\nContent-Length: 2\r\nX-Kept: yes\r\n\r\n";
         let head = parse_response(raw).unwrap().unwrap();
-        let names: Vec<_> = head.headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["content-length", "x-kept"]);
+        let names = |h: &Head| h.headers.keys().map(|k| k.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&head), ["content-length", "x-kept"]);
         assert_eq!(head.framing.transfer_encoding, Some(true));
         assert!(head.framing.close);
         // A 101 keeps its Upgrade, the proxy needs it for the client.
         let switching = b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
-        let head = parse_response(switching).unwrap().unwrap();
-        let names: Vec<_> = head.headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["upgrade"]);
+        assert_eq!(
+            names(&parse_response(switching).unwrap().unwrap()),
+            ["upgrade"]
+        );
     }
 
     /// Decodes `wire` fed in pieces split at `cuts`; returns the data and whether the body

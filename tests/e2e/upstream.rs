@@ -242,6 +242,32 @@ async fn a_bodiless_request_that_a_pooled_connection_drops_unanswered_goes_once_
     assert_eq!(&got.body[..], b"ok");
     assert_eq!(up.requests_seen(), 3);
     assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    // The second attempt is the first one's bytes: same request id, same headers.
+    let heads = up.heads.lock().unwrap();
+    assert!(heads[1].contains("x-request-id: "), "{}", heads[1]);
+    assert_eq!(heads[1], heads[2]);
+}
+
+#[tokio::test]
+async fn hop_by_hop_response_headers_and_those_connection_names_do_not_reach_the_client() {
+    let up = Scripted::start(vec![answer(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\n\
+          X-Private: secret\r\nProxy-Authenticate: Basic\r\nTrailer: x-t\r\nX-Kept: yes\r\n\
+          content-length: 2\r\n\r\nok",
+    )])
+    .await;
+    let gate = Gate::start(&config(&up.url(), ROUTES)).await;
+    for path in ["/public/a", "/public/b"] {
+        let got = get(&gate.url(path)).await;
+        assert_eq!(&got.body[..], b"ok");
+        assert_eq!(got.header("x-kept"), Some("yes"));
+        for name in ["x-private", "keep-alive", "proxy-authenticate", "trailer"] {
+            assert!(got.headers.get(name).is_none(), "{name} reached the client");
+        }
+        assert_ne!(got.header("connection"), Some("keep-alive, X-Private"));
+    }
+    // `keep-alive` named in Connection is no reason to close: one connection for both.
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
