@@ -159,7 +159,7 @@ impl ClientAddr {
 /// A value of ours goes to `out` once the map holds none of that name (so [`Added`] can take
 /// it: the map never grows for it).
 pub fn set_forwarded(
-    (headers, out): (&mut HeaderMap, &mut impl HeaderSink),
+    (headers, out): (&mut HeaderMap, &mut Added),
     peer: &ClientAddr,
     trusted: bool,
     proto: &'static str,
@@ -199,13 +199,13 @@ pub fn set_forwarded(
         (Some(peer.value.clone()), false, false)
     };
     if let Some(v) = xff {
-        out.put(&X_FORWARDED_FOR, v);
+        out.put(&X_FORWARDED_FOR, v.as_bytes());
     }
     if !keep_proto {
-        out.put(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        out.put(&X_FORWARDED_PROTO, proto.as_bytes());
     }
     if let Some(h) = host.filter(|_| !keep_host) {
-        out.put(&X_FORWARDED_HOST, h);
+        out.put(&X_FORWARDED_HOST, h.as_bytes());
     }
 }
 
@@ -318,29 +318,16 @@ impl IdentityHeaders {
     }
 }
 
-/// Appends `parts`, joined by `, `, to `buf` and returns where the value is, unless it
-/// holds a control character (CR, LF, NUL, tab, DEL…: no claim can add or split headers).
-fn put_value<S: AsRef<str>>(
-    buf: &mut bytes::BytesMut,
-    parts: impl Iterator<Item = S>,
-) -> Option<std::ops::Range<usize>> {
-    let start = buf.len();
+/// Appends `parts`, joined by `, `, to `buf`; false when the value holds a control
+/// character (CR, LF, NUL, tab, DEL…: no claim can add or split headers).
+fn put_value(buf: &mut Vec<u8>, parts: &mut dyn Iterator<Item = &str>) -> bool {
     for (i, part) in parts.enumerate() {
         if i > 0 {
             buf.extend_from_slice(b", ");
         }
-        buf.extend_from_slice(part.as_ref().as_bytes());
+        buf.extend_from_slice(part.as_bytes());
     }
-    if buf
-        .get(start..)
-        .unwrap_or_default()
-        .iter()
-        .any(|&b| b < 0x20 || b == 0x7f)
-    {
-        buf.truncate(start);
-        return None;
-    }
-    Some(start..buf.len())
+    !buf.iter().any(|&b| b < 0x20 || b == 0x7f)
 }
 
 /// The length of `v` as an RFC 8941 sf-string (`"..."` with `\` and `\"` escaped), or
@@ -352,7 +339,7 @@ fn sf_string_len(v: &str) -> Option<usize> {
 }
 
 /// Appends `v` as an sf-string (see [`sf_string_len`]; `v` is printable ASCII).
-fn push_sf_string(buf: &mut bytes::BytesMut, v: &str) {
+fn push_sf_string(buf: &mut Vec<u8>, v: &str) {
     buf.extend_from_slice(b"\"");
     for b in v.bytes() {
         if b == b'"' || b == b'\\' {
@@ -363,31 +350,51 @@ fn push_sf_string(buf: &mut bytes::BytesMut, v: &str) {
     buf.extend_from_slice(b"\"");
 }
 
-/// Where identity headers go: a header map (`insert`), or [`Added`].
-pub trait HeaderSink {
-    fn put(&mut self, name: &HeaderName, value: HeaderValue);
-}
-
-impl HeaderSink for HeaderMap {
-    fn put(&mut self, name: &HeaderName, value: HeaderValue) {
-        self.insert(name.clone(), value);
-    }
-}
-
-/// Headers the upstream request carries after its own, written by the upstream encoder
-/// instead of inserted into the request's map (no hashing, no map growth). Only for names
-/// the map no longer holds, so appending is inserting: identity headers, every spelling of
-/// which [`strip_identity`] has removed, and the forwarding headers and request id, removed
-/// just before theirs are added.
+/// Header lines the upstream request carries after its map's, encoded as they go on the
+/// wire (`name: value\r\n`) by the time they are added: no name is cloned, no value is
+/// shared, nothing is hashed, and the map never grows. Only for names the map no longer
+/// holds, so appending is inserting: identity headers, every spelling of which
+/// [`strip_identity`] has removed, and the forwarding headers and request id, removed just
+/// before theirs are added.
 #[derive(Debug, Default)]
-pub struct Added(pub Vec<(HeaderName, HeaderValue)>);
+pub struct Added(Vec<u8>);
 
-impl HeaderSink for Added {
-    fn put(&mut self, name: &HeaderName, value: HeaderValue) {
-        if self.0.is_empty() {
-            self.0.reserve_exact(16);
+impl Added {
+    /// Appends `name: value`, unless `value` is not a field value (the rule `HeaderValue`
+    /// applies: no control character but tab, no DEL): nothing here can split the head.
+    /// Returns whether the header went in.
+    pub fn put(&mut self, name: &HeaderName, value: &[u8]) -> bool {
+        if !value
+            .iter()
+            .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
+        {
+            return false;
         }
-        self.0.push((name.clone(), value));
+        if self.0.capacity() == 0 {
+            self.0.reserve_exact(512);
+        }
+        self.0.extend_from_slice(name.as_str().as_bytes());
+        self.0.extend_from_slice(b": ");
+        self.0.extend_from_slice(value);
+        self.0.extend_from_slice(b"\r\n");
+        true
+    }
+
+    /// The encoded lines, each ending in CRLF.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Each header as (name, value).
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.0
+            .split(|&b| b == b'\n')
+            .filter_map(|line| line.strip_suffix(b"\r"))
+            .filter_map(|line| {
+                let colon = line.iter().position(|&b| b == b':')?;
+                let (name, value) = line.split_at(colon);
+                Some((name, value.get(2..).unwrap_or_default()))
+            })
     }
 }
 
@@ -398,12 +405,12 @@ pub struct Injected {
     pub groups_truncated: bool,
 }
 
-/// Sets the identity headers of an authorized request (one value per name: `insert` into a
-/// map, or into [`Added`] after [`strip_identity`] emptied the map of them). Takes
-/// the [`crate::authz::Permit`]: only an authorization decision can produce identity.
-/// Call after [`strip_hop_by_hop`] and [`strip_identity`].
+/// Sets the identity headers of an authorized request, into [`Added`] (after
+/// [`strip_identity`] emptied the map of them). Takes the [`crate::authz::Permit`]: only an
+/// authorization decision can produce identity. Call after [`strip_hop_by_hop`] and
+/// [`strip_identity`].
 pub fn inject_identity(
-    headers: &mut impl HeaderSink,
+    headers: &mut Added,
     permit: &crate::authz::Permit,
     names: &IdentityHeaders,
 ) -> Injected {
@@ -417,51 +424,63 @@ pub fn inject_identity(
         (&names.account_kind, p.kind.as_str()),
         (&names.permission_source, grant.permissions.source.as_str()),
     ] {
-        used += name.as_str().len() + value.len();
-        headers.put(name, HeaderValue::from_static(value));
+        if headers.put(name, value.as_bytes()) {
+            used += name.as_str().len() + value.len();
+        }
     }
-    // Every other value is written into one buffer and inserted as a slice of it: one
-    // allocation for all of them instead of one (or two) per header.
-    let mut buf = bytes::BytesMut::with_capacity(256);
-    let order: [&HeaderName; 9] = [
+    // Each value is joined in one scratch buffer, then copied into the added lines.
+    let mut buf = Vec::with_capacity(128);
+    let mut put =
+        |headers: &mut Added, name: &HeaderName, parts: &mut dyn Iterator<Item = &str>| {
+            buf.clear();
+            if put_value(&mut buf, parts) && headers.put(name, &buf) {
+                used += name.as_str().len() + buf.len();
+            }
+        };
+    put(
+        headers,
         &names.provider,
+        &mut std::iter::once(p.provider.as_str()),
+    );
+    put(
+        headers,
         &names.subject,
+        &mut std::iter::once(p.subject.as_str()),
+    );
+    put(
+        headers,
         &names.account,
-        &names.email,
-        &names.name,
+        &mut std::iter::once(p.account.as_str()),
+    );
+    if let Some(e) = p.email.as_deref() {
+        put(headers, &names.email, &mut std::iter::once(e));
+    }
+    if let Some(n) = p.name.as_deref() {
+        put(headers, &names.name, &mut std::iter::once(n));
+    }
+    put(
+        headers,
         &names.roles,
+        &mut p.roles.iter().map(String::as_str),
+    );
+    put(
+        headers,
         &names.permissions,
+        &mut grant.permissions.granted.iter().map(String::as_str),
+    );
+    put(
+        headers,
         &names.mapping,
-        &names.groups,
-    ];
-    let mut at: [Option<std::ops::Range<usize>>; 9] = [const { None }; 9];
-    at[0] = put_value(&mut buf, std::iter::once(p.provider.as_str()));
-    at[1] = put_value(&mut buf, std::iter::once(p.subject.as_str()));
-    at[2] = put_value(&mut buf, std::iter::once(p.account.as_str()));
-    at[3] = p
-        .email
-        .as_deref()
-        .and_then(|e| put_value(&mut buf, std::iter::once(e)));
-    at[4] = p
-        .name
-        .as_deref()
-        .and_then(|n| put_value(&mut buf, std::iter::once(n)));
-    at[5] = put_value(&mut buf, p.roles.iter());
-    at[6] = put_value(&mut buf, grant.permissions.granted.iter());
-    at[7] = put_value(&mut buf, std::iter::once(p.mapping.as_str()));
-    used += order
-        .iter()
-        .zip(&at)
-        .filter_map(|(n, r)| r.as_ref().map(|r| n.as_str().len() + r.len()))
-        .sum::<usize>();
+        &mut std::iter::once(p.mapping.as_str()),
+    );
     // Groups last: they are what gets truncated when the total would exceed the cap.
     let budget = names
         .max_bytes
         .saturating_sub(used + names.groups.as_str().len());
-    let start = buf.len();
+    buf.clear();
     for (g, len) in p.groups.iter().filter_map(|g| Some((g, sf_string_len(g)?))) {
-        let sep = if buf.len() > start { 2 } else { 0 };
-        if buf.len() - start + sep + len > budget {
+        let sep = if buf.is_empty() { 0 } else { 2 };
+        if buf.len() + sep + len > budget {
             out.groups_truncated = true;
             break;
         }
@@ -470,16 +489,8 @@ pub fn inject_identity(
         }
         push_sf_string(&mut buf, g);
     }
-    if buf.len() > start {
-        at[8] = Some(start..buf.len());
-    }
-    let all = buf.freeze();
-    for (name, range) in order.into_iter().zip(at) {
-        if let Some(r) = range
-            && let Ok(v) = HeaderValue::from_maybe_shared(all.slice(r))
-        {
-            headers.put(name, v);
-        }
+    if !buf.is_empty() {
+        headers.put(&names.groups, &buf);
     }
     out
 }
@@ -521,10 +532,10 @@ mod tests {
     fn sf_strings_escape_quotes_and_backslashes() {
         let sf = |v: &str| {
             let len = sf_string_len(v)?;
-            let mut buf = bytes::BytesMut::new();
+            let mut buf = Vec::new();
             push_sf_string(&mut buf, v);
             assert_eq!(buf.len(), len, "{v:?}");
-            Some(String::from_utf8(buf.to_vec()).unwrap())
+            Some(String::from_utf8(buf).unwrap())
         };
         assert_eq!(sf("CN=Eng,OU=x").as_deref(), Some("\"CN=Eng,OU=x\""));
         assert_eq!(sf("a\"b\\c").as_deref(), Some("\"a\\\"b\\\\c\""));
@@ -535,13 +546,8 @@ mod tests {
     #[test]
     fn identity_values_refuse_control_characters() {
         let value = |parts: &[&str]| {
-            let mut buf = bytes::BytesMut::from(&b"before"[..]);
-            let r = put_value(&mut buf, parts.iter());
-            r.map(|r| String::from_utf8(buf[r].to_vec()).unwrap())
-                .or_else(|| {
-                    assert_eq!(&buf[..], b"before", "a refused value leaves nothing behind");
-                    None
-                })
+            let mut buf = Vec::new();
+            put_value(&mut buf, &mut parts.iter().copied()).then(|| String::from_utf8(buf).unwrap())
         };
         assert_eq!(value(&["Sally Jones"]).as_deref(), Some("Sally Jones"));
         assert_eq!(value(&["Jos\u{e9}"]).as_deref(), Some("Jos\u{e9}"));
@@ -631,9 +637,10 @@ mod tests {
 
     /// The request as the upstream encoder writes it: the map's headers, then `added`.
     fn merged(mut h: HeaderMap, added: Added) -> HeaderMap {
-        for (n, v) in added.0 {
+        for (n, v) in added.iter() {
+            let n = HeaderName::from_bytes(n).unwrap();
             assert!(!h.contains_key(&n), "{n} is in the map and in added");
-            h.append(n, v);
+            h.append(n, HeaderValue::from_bytes(v).unwrap());
         }
         h
     }
@@ -657,10 +664,14 @@ mod tests {
             Some(HeaderValue::from_static("api.example.com")),
         );
         // Ours are in `added`, none left in the map.
-        let names: Vec<_> = added.0.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<_> = added.iter().map(|(n, _)| n).collect::<Vec<_>>();
         assert_eq!(
             names,
-            ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]
+            [
+                &b"x-forwarded-for"[..],
+                b"x-forwarded-proto",
+                b"x-forwarded-host"
+            ]
         );
         assert_eq!(h.len(), 0);
         let h = merged(h, added);
@@ -711,6 +722,35 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "inner");
         assert_eq!(h["forwarded"], "for=1.2.3.4");
+    }
+
+    #[test]
+    fn added_lines_hold_only_field_values() {
+        let name = HeaderName::from_static("x-auth-name");
+        let mut added = Added::default();
+        assert!(added.put(&name, b"Ann\tLee \xc3\xa9"));
+        for bad in [
+            &b"a\r\nx-auth-account: root"[..],
+            b"a\nb",
+            b"a\rb",
+            b"a\0b",
+            b"a\x7fb",
+        ] {
+            assert!(!added.put(&name, bad), "{bad:?} went in");
+        }
+        assert!(added.put(&X_REQUEST_ID, b""));
+        assert_eq!(
+            added.as_bytes(),
+            b"x-auth-name: Ann\tLee \xc3\xa9\r\nx-request-id: \r\n"
+        );
+        let lines: Vec<_> = added.iter().collect();
+        assert_eq!(
+            lines,
+            [
+                (&b"x-auth-name"[..], &b"Ann\tLee \xc3\xa9"[..]),
+                (&b"x-request-id"[..], &b""[..])
+            ]
+        );
     }
 
     #[test]

@@ -159,7 +159,7 @@ async fn authorize_and_forward(
     // 10. Forward.
     let mut resp = snap
         .upstream
-        .send(Request::from_parts(parts, body), &added.0)
+        .send(Request::from_parts(parts, body), added.as_bytes())
         .await?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
@@ -286,7 +286,7 @@ pub async fn prepare(
         }
     }
     headers::remove_present(&mut parts.headers, &[&X_REQUEST_ID]);
-    headers::HeaderSink::put(added, &X_REQUEST_ID, request_id.clone());
+    added.put(&X_REQUEST_ID, request_id.as_bytes());
     let injected = headers::inject_identity(added, &permit, &snap.identity_headers);
     if injected.groups_truncated {
         app.metrics.identity_groups_truncated();
@@ -294,7 +294,7 @@ pub async fn prepare(
     if let Some(a) = &cfg.assertion
         && let Some(v) = crate::assertion::for_permit(&permit, a, std::time::SystemTime::now())
     {
-        headers::HeaderSink::put(added, &snap.identity_headers.assertion, v);
+        added.put(&snap.identity_headers.assertion, v.as_bytes());
     }
     if let Some(u) = upgrade {
         parts

@@ -166,7 +166,7 @@ impl UpstreamClient {
     pub async fn send(
         &self,
         req: Request<Incoming>,
-        added: &[(http::HeaderName, HeaderValue)],
+        added: &[u8],
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         match tokio::time::timeout(self.pool.timeout, self.pool.exchange(req, added)).await {
             Err(_) => Err(UpstreamError::Timeout),
@@ -222,7 +222,7 @@ impl Pool {
     async fn exchange(
         self: &Arc<Self>,
         req: Request<Incoming>,
-        added: &[(http::HeaderName, HeaderValue)],
+        added: &[u8],
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let (parts, body) = req.into_parts();
         let framing = request_framing(&parts.method, &parts.headers, &body);

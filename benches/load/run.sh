@@ -12,7 +12,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 CONNS=${CONNS:-"1 64"}
 TOKENS=${TOKENS:-250000}
-CASES=${CASES:-"direct nginx haproxy-one haproxy-fresh tollgate-one tollgate-rotate tollgate-fresh tollgate-one-audit tollgate-twice"}
+CASES=${CASES:-"direct nginx haproxy-one haproxy-fresh tollgate-public tollgate-one tollgate-rotate tollgate-fresh tollgate-one-audit tollgate-twice"}
 PERF=${PERF:-}   # set to 1: record a perf profile of the proxy in each measured run
 PERF_ARGS=${PERF_ARGS:-"-F 1999"}   # e.g. "-F 499 --call-graph dwarf" for call stacks
 # A command run with the proxy's PID appended for the measured run, stopped with SIGINT at
@@ -211,6 +211,11 @@ algorithms = ["RS256"]
 [[routes]]
 path = "/api/**"
 permissions = ["items:read"]
+
+# tollgate-public: the same proxying with no token, account or permission step.
+[[routes]]
+path = "/open/**"
+auth = "public"
 EOF
     cat >"$WORK/run/tollgate/accounts.toml" <<EOF
 [[accounts]]
@@ -294,6 +299,11 @@ for round in $(seq 1 "$ROUNDS"); do
                 audit=off; [ "$case" = tollgate-one-audit ] && audit=all
                 start_tollgate "$audit"; warm "$PROXY_PORT" "$tmode"
                 run_wrk "$case" "$round" "$conns" "$tmode" "$PROXY_PORT" "$PROXY_PID"
+                stop_proxy ;;
+            tollgate-public)
+                # No token: what the proxying alone costs (path, headers, forwarding).
+                start_tollgate off; LOAD_PATH=/open/items warm "$PROXY_PORT" none
+                LOAD_PATH=/open/items run_wrk "$case" "$round" "$conns" none "$PROXY_PORT" "$PROXY_PID"
                 stop_proxy ;;
             tollgate-fresh)
                 # A new process: an empty verification cache, so every token is verified.

@@ -34,16 +34,16 @@ pub enum RequestFraming {
     Chunked,
 }
 
-/// Writes the request line and header section: `headers`, then `added`. The framing header
-/// is ours: any
+/// Writes the request line and header section: `headers`, then `added` (lines already
+/// encoded by [`crate::headers::Added`]). The framing header is ours: any
 /// `Content-Length`/`Transfer-Encoding` in `headers` is left out. Header values cannot hold
-/// CR or LF (`HeaderValue` refuses them), nor can a `Uri` hold a space, so nothing here can
-/// split the head.
+/// CR or LF (`HeaderValue` refuses them, and so does `Added`), nor can a `Uri` hold a space,
+/// so nothing here can split the head.
 pub fn encode_head(
     out: &mut Vec<u8>,
     method: &Method,
     uri: &Uri,
-    (headers, added): (&HeaderMap, &[(HeaderName, HeaderValue)]),
+    (headers, added): (&HeaderMap, &[u8]),
     framing: RequestFraming,
 ) {
     out.extend_from_slice(method.as_str().as_bytes());
@@ -51,8 +51,7 @@ pub fn encode_head(
     let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let added = added.iter().map(|(n, v)| (n, v));
-    for (name, value) in headers.iter().chain(added) {
+    for (name, value) in headers {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
@@ -61,6 +60,7 @@ pub fn encode_head(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(added);
     match framing {
         RequestFraming::None => {}
         RequestFraming::Length(n) => {
@@ -401,15 +401,13 @@ mod tests {
             ("x-a", "2"),
         ]);
         let uri: Uri = "/p?q=1".parse().unwrap();
-        let added = [(
-            HeaderName::from_static("x-auth-subject"),
-            HeaderValue::from_static("alice"),
-        )];
+        let mut added = crate::headers::Added::default();
+        added.put(&HeaderName::from_static("x-auth-subject"), b"alice");
         encode_head(
             &mut out,
             &Method::POST,
             &uri,
-            (&h, &added),
+            (&h, added.as_bytes()),
             RequestFraming::Length(5),
         );
         assert_eq!(
