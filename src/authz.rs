@@ -33,6 +33,15 @@ pub struct Permit {
 // === impl Permit ===
 
 impl Permit {
+    /// An authenticated permit for `grant`, for tests of what consumes one.
+    #[cfg(test)]
+    pub(crate) fn granted(grant: Grant) -> Self {
+        Self {
+            reason: Reason::Authenticated,
+            grant: Some(grant),
+        }
+    }
+
     pub fn reason(&self) -> Reason {
         self.reason
     }

@@ -318,16 +318,27 @@ impl IdentityHeaders {
     }
 }
 
-/// Appends `parts`, joined by `, `, to `buf`; false when the value holds a control
-/// character (CR, LF, NUL, tab, DEL…: no claim can add or split headers).
-fn put_value(buf: &mut Vec<u8>, parts: &mut dyn Iterator<Item = &str>) -> bool {
-    for (i, part) in parts.enumerate() {
-        if i > 0 {
-            buf.extend_from_slice(b", ");
-        }
-        buf.extend_from_slice(part.as_bytes());
-    }
-    !buf.iter().any(|&b| b < 0x20 || b == 0x7f)
+/// Sets `name` to `parts` joined by `, `, unless the value holds a control character (CR,
+/// LF, NUL, tab, DEL…: no claim can add or split headers). Returns the name's and the
+/// value's length together when it went in (what counts against `max_identity_bytes`).
+fn put_joined<'a>(
+    headers: &mut Added,
+    name: &HeaderName,
+    parts: impl Iterator<Item = &'a str>,
+) -> Option<usize> {
+    headers
+        .put_with(name, |out| {
+            let start = out.len();
+            for (i, part) in parts.enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                out.extend_from_slice(part.as_bytes());
+            }
+            // `Added` refuses the other control characters; identity values refuse tab too.
+            !out.get(start..).unwrap_or_default().contains(&b'\t')
+        })
+        .map(|len| name.as_str().len() + len)
 }
 
 /// The length of `v` as an RFC 8941 sf-string (`"..."` with `\` and `\"` escaped), or
@@ -364,20 +375,41 @@ impl Added {
     /// applies: no control character but tab, no DEL): nothing here can split the head.
     /// Returns whether the header went in.
     pub fn put(&mut self, name: &HeaderName, value: &[u8]) -> bool {
-        if !value
-            .iter()
-            .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
-        {
-            return false;
-        }
+        self.put_with(name, |out| {
+            out.extend_from_slice(value);
+            true
+        })
+        .is_some()
+    }
+
+    /// As [`Self::put`], with the value written in place by `value`, which may refuse it
+    /// (by returning false). A refused value leaves nothing behind. Returns the value's
+    /// length when it went in.
+    fn put_with(
+        &mut self,
+        name: &HeaderName,
+        value: impl FnOnce(&mut Vec<u8>) -> bool,
+    ) -> Option<usize> {
         if self.0.capacity() == 0 {
             self.0.reserve_exact(512);
         }
+        let line = self.0.len();
         self.0.extend_from_slice(name.as_str().as_bytes());
         self.0.extend_from_slice(b": ");
-        self.0.extend_from_slice(value);
+        let start = self.0.len();
+        let wanted = value(&mut self.0);
+        let written = self.0.get(start..).unwrap_or_default();
+        // `fold` with `&`, not `all`: no early exit, so the check vectorizes.
+        let field_value = written.iter().fold(true, |ok, &b| {
+            ok & (((b >= 0x20) & (b != 0x7f)) | (b == b'\t'))
+        });
+        if !(wanted && field_value) {
+            self.0.truncate(line);
+            return None;
+        }
+        let len = written.len();
         self.0.extend_from_slice(b"\r\n");
-        true
+        Some(len)
     }
 
     /// The encoded lines, each ending in CRLF.
@@ -386,7 +418,8 @@ impl Added {
     }
 
     /// Each header as (name, value).
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    #[cfg(test)]
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.0
             .split(|&b| b == b'\n')
             .filter_map(|line| line.strip_suffix(b"\r"))
@@ -419,79 +452,48 @@ pub fn inject_identity(
         return out;
     };
     let p = &grant.principal;
+    let once = std::iter::once;
     let mut used = 0usize;
     for (name, value) in [
         (&names.account_kind, p.kind.as_str()),
         (&names.permission_source, grant.permissions.source.as_str()),
+        (&names.provider, p.provider.as_str()),
+        (&names.subject, p.subject.as_str()),
+        (&names.account, p.account.as_str()),
     ] {
-        if headers.put(name, value.as_bytes()) {
-            used += name.as_str().len() + value.len();
-        }
+        used += put_joined(headers, name, once(value)).unwrap_or(0);
     }
-    // Each value is joined in one scratch buffer, then copied into the added lines.
-    let mut buf = Vec::with_capacity(128);
-    let mut put =
-        |headers: &mut Added, name: &HeaderName, parts: &mut dyn Iterator<Item = &str>| {
-            buf.clear();
-            if put_value(&mut buf, parts) && headers.put(name, &buf) {
-                used += name.as_str().len() + buf.len();
-            }
-        };
-    put(
-        headers,
-        &names.provider,
-        &mut std::iter::once(p.provider.as_str()),
-    );
-    put(
-        headers,
-        &names.subject,
-        &mut std::iter::once(p.subject.as_str()),
-    );
-    put(
-        headers,
-        &names.account,
-        &mut std::iter::once(p.account.as_str()),
-    );
-    if let Some(e) = p.email.as_deref() {
-        put(headers, &names.email, &mut std::iter::once(e));
+    if let Some(e) = &p.email {
+        used += put_joined(headers, &names.email, once(e.as_str())).unwrap_or(0);
     }
-    if let Some(n) = p.name.as_deref() {
-        put(headers, &names.name, &mut std::iter::once(n));
+    if let Some(n) = &p.name {
+        used += put_joined(headers, &names.name, once(n.as_str())).unwrap_or(0);
     }
-    put(
-        headers,
-        &names.roles,
-        &mut p.roles.iter().map(String::as_str),
-    );
-    put(
-        headers,
-        &names.permissions,
-        &mut grant.permissions.granted.iter().map(String::as_str),
-    );
-    put(
-        headers,
-        &names.mapping,
-        &mut std::iter::once(p.mapping.as_str()),
-    );
+    let roles = p.roles.iter().map(String::as_str);
+    used += put_joined(headers, &names.roles, roles).unwrap_or(0);
+    let granted = grant.permissions.granted.iter().map(String::as_str);
+    used += put_joined(headers, &names.permissions, granted).unwrap_or(0);
+    used += put_joined(headers, &names.mapping, once(p.mapping.as_str())).unwrap_or(0);
     // Groups last: they are what gets truncated when the total would exceed the cap.
     let budget = names
         .max_bytes
         .saturating_sub(used + names.groups.as_str().len());
-    buf.clear();
-    for (g, len) in p.groups.iter().filter_map(|g| Some((g, sf_string_len(g)?))) {
-        let sep = if buf.is_empty() { 0 } else { 2 };
-        if buf.len() + sep + len > budget {
-            out.groups_truncated = true;
-            break;
+    headers.put_with(&names.groups, |buf| {
+        let start = buf.len();
+        for (g, len) in p.groups.iter().filter_map(|g| Some((g, sf_string_len(g)?))) {
+            let written = buf.len() - start;
+            let sep = if written == 0 { 0 } else { 2 };
+            if written + sep + len > budget {
+                out.groups_truncated = true;
+                break;
+            }
+            if sep > 0 {
+                buf.extend_from_slice(b", ");
+            }
+            push_sf_string(buf, g);
         }
-        if sep > 0 {
-            buf.extend_from_slice(b", ");
-        }
-        push_sf_string(&mut buf, g);
-    }
-    if !buf.is_empty() {
-        headers.put(&names.groups, &buf);
-    }
+        buf.len() > start
+    });
     out
 }
 
@@ -545,9 +547,22 @@ mod tests {
 
     #[test]
     fn identity_values_refuse_control_characters() {
+        let name = HeaderName::from_static("x-auth-name");
         let value = |parts: &[&str]| {
-            let mut buf = Vec::new();
-            put_value(&mut buf, &mut parts.iter().copied()).then(|| String::from_utf8(buf).unwrap())
+            let mut added = Added::default();
+            added.put(&X_REQUEST_ID, b"before");
+            let len = put_joined(&mut added, &name, parts.iter().copied());
+            let lines: Vec<_> = added.iter().map(|(_, v)| v.to_vec()).collect();
+            match len {
+                Some(len) => {
+                    assert_eq!(len, name.as_str().len() + lines[1].len());
+                    Some(String::from_utf8(lines[1].clone()).unwrap())
+                }
+                None => {
+                    assert_eq!(lines, [b"before"], "a refused value leaves nothing behind");
+                    None
+                }
+            }
         };
         assert_eq!(value(&["Sally Jones"]).as_deref(), Some("Sally Jones"));
         assert_eq!(value(&["Jos\u{e9}"]).as_deref(), Some("Jos\u{e9}"));
@@ -562,6 +577,69 @@ mod tests {
         ] {
             assert_eq!(value(&["ok", bad]), None, "{bad:?}");
         }
+    }
+
+    /// The identity headers' names and values together stay within `max_identity_bytes`:
+    /// groups are cut at a whole group, the cut is reported, and a refused value counts
+    /// for nothing.
+    #[test]
+    fn identity_headers_stay_within_their_cap() {
+        let principal = |groups: Vec<String>| crate::identity::Principal {
+            provider: "corp".into(),
+            subject: "u-1".into(),
+            account: "alice".into(),
+            kind: crate::config::AccountKind::User,
+            email: Some("alice@example.com".into()),
+            name: Some("Alice\r\nx-auth-account: root".into()),
+            roles: vec!["engineer".into(), "viewer".into()],
+            groups,
+            mapping: "alice".into(),
+            assertion_audience: None,
+        };
+        let permit = |groups| {
+            crate::authz::Permit::granted(crate::authz::Grant {
+                principal: principal(groups),
+                permissions: crate::authz::permissions::Permissions {
+                    granted: vec!["items:read".into()],
+                    source: crate::authz::permissions::Source::Roles,
+                },
+            })
+        };
+        let total = |added: &Added| added.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
+        let run = |groups: Vec<String>, cap: usize| {
+            let names = IdentityHeaders::new("x-auth-", cap).unwrap();
+            let mut added = Added::default();
+            let injected = inject_identity(&mut added, &permit(groups), &names);
+            let sent: Vec<_> = added.iter().map(|(n, _)| n.to_vec()).collect();
+            assert!(
+                !sent.contains(&b"x-auth-name".to_vec()),
+                "the CRLF name went in"
+            );
+            assert_eq!(sent.iter().filter(|n| *n == b"x-auth-account").count(), 1);
+            let groups = added
+                .iter()
+                .find(|(n, _)| *n == b"x-auth-groups")
+                .map(|(_, v)| String::from_utf8(v.to_vec()).unwrap());
+            (total(&added), groups, injected.groups_truncated)
+        };
+        // Everything but the groups: never cut, whatever the cap.
+        let (base, none, cut) = run(vec![], 0);
+        assert_eq!((none, cut), (None, false));
+        let groups: Vec<String> = (0..50).map(|i| format!("group-{i:02}")).collect();
+        // Each group is `"group-NN"` (10 bytes) and `, ` between two; `x-auth-groups` is 13.
+        let exactly_three = base + 13 + 10 + 12 + 12;
+        assert_eq!(
+            run(groups.clone(), exactly_three),
+            (
+                exactly_three,
+                Some(r#""group-00", "group-01", "group-02""#.to_string()),
+                true
+            )
+        );
+        assert_eq!(run(groups.clone(), exactly_three - 1).1.unwrap().len(), 22);
+        assert_eq!(run(groups.clone(), base + 13 + 9), (base, None, true));
+        let (_, all, cut) = run(groups, 8192);
+        assert_eq!((all.unwrap().matches(", ").count(), cut), (49, false));
     }
 
     #[test]
